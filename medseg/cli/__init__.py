@@ -1,0 +1,1 @@
+"""Command-line interface: parsing only; every command calls the Python API."""
