@@ -29,9 +29,10 @@ class MedsegError(Exception):
     exit_code = 2
 
     def __init__(self, where: str | os.PathLike, problem: str, hint: str = "") -> None:
-        self.where = os.fspath(where)
-        self.problem = problem.rstrip(".")
-        hint = hint.strip()
+        # One line, always: library messages (nibabel, pydicom) may carry newlines.
+        self.where = " ".join(os.fspath(where).split())
+        self.problem = " ".join(problem.split()).rstrip(".")
+        hint = " ".join(hint.split())
         self.hint = hint[:1].upper() + hint[1:]
         message = f"{self.where}: {self.problem}"
         if self.hint:
