@@ -1,0 +1,152 @@
+"""Find DICOM files under a path and read their headers (never their pixels) into frames.
+
+Every file under the path is looked at once: files that are not DICOM (README.txt, NIfTI, JSON)
+are skipped quietly and counted; DICOM files that cannot be parsed, cannot be opened, or whose
+pixel data is cut short are skipped *with a warning that names them*, so a reader can report
+exactly what was left out.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medseg.io._dicom_frames import FileMeta, Frame, frames_from_header
+from medseg.progress import ProgressCallback, report
+
+__all__ = ["HeaderScan", "RejectedFile", "scan_headers", "find_files"]
+
+#: Transfer syntaxes whose pixel data is stored as plain words (so its length can be checked).
+_NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", ""}
+_IMPLICIT_VR = "1.2.840.10008.1.2"
+_MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index of the files, not an image
+
+
+@dataclass(frozen=True)
+class RejectedFile:
+    """A DICOM file that holds no readable image, with the reason (kept to list it as a series)."""
+
+    meta: FileMeta
+    reason: str
+
+
+@dataclass
+class HeaderScan:
+    """Everything the headers under one path said."""
+
+    root: Path
+    frames: list[Frame] = field(default_factory=list)
+    rejected: list[RejectedFile] = field(default_factory=list)
+    #: File-level problems not attributable to one series (unparsable header, permission).
+    file_warnings: list[str] = field(default_factory=list)
+    #: Series UID -> problems of files that belong to it (truncated pixel data).
+    series_warnings: dict[str, list[str]] = field(default_factory=dict)
+    non_dicom: list[str] = field(default_factory=list)
+    n_files: int = 0
+
+
+def find_files(root: Path, warnings_out: list[str]) -> list[Path]:
+    """All regular files under ``root`` (or ``root`` itself), hidden names skipped, sorted."""
+    if root.is_file():
+        return [root]
+
+    def _on_error(exc: OSError) -> None:
+        warnings_out.append(f"{exc.filename}: folder cannot be listed ({exc.strerror}); its files were skipped")
+
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_on_error, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def _is_dicom_start(head: bytes) -> tuple[bool, bool]:
+    """(looks like DICOM, has the 128-byte preamble + "DICM")."""
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True, True
+    # Files without preamble start with a group 0002 or 0008 tag and an explicit VR or length.
+    loose = len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[2:4] < b"\x20\x00"
+    return loose, False
+
+
+def _expected_pixel_bytes(ds) -> int:
+    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    frames = int(ds.get("NumberOfFrames") or 1) if str(ds.get("NumberOfFrames") or "1").strip() else 1
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    bits = int(ds.get("BitsAllocated") or 16)
+    total_bits = rows * cols * frames * samples * bits
+    return (total_bits + 7) // 8
+
+
+def _read_header(path: Path):
+    """Parse one header; returns (dataset | None, problem | None, is_dicom)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        fh = open(path, "rb")
+    except PermissionError:
+        return None, f"{path}: cannot be read (permission denied); skipped", True
+    except OSError as exc:
+        return None, f"{path}: cannot be opened ({exc.strerror}); skipped", True
+    with fh:
+        head = fh.read(132)
+        is_dicom, has_preamble = _is_dicom_start(head)
+        if not is_dicom:
+            return None, None, False
+        fh.seek(0)
+        try:
+            with warnings.catch_warnings():
+                # pydicom warns about every odd value in real files; problems that matter are
+                # found and reported by the checks below instead.
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(fh, stop_before_pixels=True, force=not has_preamble)
+        except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError,
+                IndexError, OverflowError, NotImplementedError) as exc:
+            return None, f"{path}: corrupt DICOM header ({type(exc).__name__}: {exc}); skipped", True
+        pixel_tag_at = fh.tell()
+        size = os.fstat(fh.fileno()).st_size
+    syntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "") or "")
+    if ds.get("Rows") and syntax in _NATIVE_SYNTAXES:
+        header = 8 if syntax == _IMPLICIT_VR else 12
+        try:
+            expected = _expected_pixel_bytes(ds)
+        except (TypeError, ValueError):
+            expected = 0
+        available = size - pixel_tag_at - header
+        if expected and available < expected:
+            return ds, (f"{path}: truncated file (pixel data has {max(available, 0)} of {expected} bytes); "
+                        "skipped"), True
+    return ds, None, True
+
+
+def scan_headers(root: Path, *, progress: ProgressCallback | None = None) -> HeaderScan:
+    """Read the header of every DICOM file under ``root`` and turn it into frames."""
+    scan = HeaderScan(root=root)
+    paths = find_files(root, scan.file_warnings)
+    scan.n_files = len(paths)
+    for number, path in enumerate(paths):
+        report(progress, number, len(paths), "scanning DICOM headers")
+        ds, problem, is_dicom = _read_header(path)
+        if not is_dicom:
+            scan.non_dicom.append(str(path))
+            continue
+        if ds is None:
+            scan.file_warnings.append(problem)
+            continue
+        meta, frames = frames_from_header(ds, str(path))
+        if problem is not None:
+            # Header fine, pixels cut short: the file belongs to a known series; say so there.
+            scan.series_warnings.setdefault(meta.series_uid, []).append(problem)
+            continue
+        if isinstance(frames, str):
+            if meta.sop_class_uid != _MEDIA_DIRECTORY:
+                scan.rejected.append(RejectedFile(meta, frames))
+            continue
+        scan.frames.extend(frames)
+    report(progress, len(paths), len(paths), "scanning DICOM headers")
+    return scan
