@@ -29,7 +29,7 @@ DEFAULT_SPACING_MM = (2.0, 2.0, 3.0)
 _FOV_CENTRE_RAS = np.array([0.0, 0.0, -300.0])
 
 # Independent random streams, so changing one part leaves the others' numbers alone.
-_ANATOMY, _TISSUE, _ORGANS, _LESIONS, _NOISE, _THORAX = range(6)
+_ANATOMY, _TISSUE, _ORGANS, _LESIONS, _NOISE, _THORAX, _TEXTURE = range(7)
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,7 +130,7 @@ def make_phantom(*, seed: int = 0, shape: Sequence[int] = DEFAULT_SHAPE,
     paint_body(canvas, body)
     canvas.abdomen = canvas.cavity & body.below_diaphragm(grid.full()) & ~canvas.back_muscles
     paint_thorax(canvas, body, Stream(seed, _THORAX), variation)
-    paint_organs(canvas, body, Stream(seed, _ORGANS), variation)
+    paint_organs(canvas, body, Stream(seed, _ORGANS), Stream(seed, _TEXTURE), variation)
     paint_skeleton(canvas, body)
     lesion_stream = Stream(seed, _LESIONS)
     instances, _ = paint_lesions(canvas, plan_lesions(lesion_stream, variation), lesion_stream, spacing)

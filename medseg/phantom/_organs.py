@@ -25,8 +25,11 @@ LABEL = {lab.name: lab.value for lab in DEFAULT_ORGANS.foreground}
 class _Painter:
     """Organ painting with the body's limits (inside the cavity, below the diaphragm)."""
 
-    def __init__(self, canvas: Canvas, body: Body, stream: Stream, variation: float) -> None:
+    def __init__(self, canvas: Canvas, body: Body, stream: Stream, texture: Stream, variation: float) -> None:
         self.canvas, self.body, self.rng, self.variation = canvas, body, stream, variation
+        # Textures draw as many numbers as their box has voxels: a stream of their own keeps
+        # the shapes' numbers unchanged when a box changes size.
+        self.texture = texture
 
     def j(self, scale: float, size: int | None = None):
         return self.rng.jitter(scale, self.variation, size)
@@ -87,7 +90,7 @@ class _Painter:
         d, r = tube.distance(box, within=region)
         inside = (d < r) & region
         lumen = inside & (d < r - wall_mm)
-        t = ndimage.gaussian_filter(self.rng.normal(size=box.shape), 1.5)
+        t = ndimage.gaussian_filter(self.texture.normal(size=box.shape), 1.5)
         t /= max(float(t.std()), 1e-6)
         if stool:
             contents = np.where(t > 1.1, self.canvas.values["air"], self.canvas.values["stool"] + 35.0 * t)
@@ -120,9 +123,12 @@ def _random_loop(p: _Painter, lo, hi, n_points: int) -> list[np.ndarray]:
     return points
 
 
-def paint_organs(canvas: Canvas, body: Body, stream: Stream, variation: float) -> None:
-    """Paint bowel, stomach, pancreas, liver, gallbladder, spleen, kidneys and vessels."""
-    p = _Painter(canvas, body, stream, variation)
+def paint_organs(canvas: Canvas, body: Body, stream: Stream, texture: Stream, variation: float) -> None:
+    """Paint bowel, stomach, pancreas, liver, gallbladder, spleen, kidneys and vessels.
+
+    ``stream`` draws shapes and positions, ``texture`` the noise-like textures inside them.
+    """
+    p = _Painter(canvas, body, stream, texture, variation)
     grid = canvas.grid
     sy = float(body.spine_y(0.0))
 
@@ -150,10 +156,10 @@ def paint_organs(canvas: Canvas, body: Body, stream: Stream, variation: float) -
     p.vessel(esophagus, "muscle", keep_liver=False)
 
     # --- pancreas: head in the duodenal C-loop, body across the aorta, tail at the splenic hilum
-    pancreas = p.tube([(32, 42, -8), (10, 58, 4), (-30, 48, 14), (-68, 14, 28)], [19, 14, 14, 12],
+    pancreas = p.tube([(32, 42, -8), (10, 58, 4), (-30, 48, 14), (-68, 14, 28)], [21, 15, 15, 13],
                       spread=(5.0, 5.0, 6.0))
     box = grid.box(*pancreas.bounds(1.0))
-    texture = ndimage.gaussian_filter(stream.normal(size=box.shape), 1.0) * 12.0
+    texture = ndimage.gaussian_filter(p.texture.normal(size=box.shape), 1.0) * 12.0
     canvas.paint(box, (pancreas.level(box, p.region(box)) < 1.0) & p.region(box),
                  (canvas.values["pancreas"] + texture).astype(np.float32), LABEL["pancreas"])
 

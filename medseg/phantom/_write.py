@@ -142,6 +142,9 @@ def readme_text(truth: dict) -> str:
         _command(truth),
         "```",
         "",
+        "which writes `OUTDIR/phantom/`; the copy shipped in the repository is",
+        "`sample_data/phantom/` (`python -m medseg.phantom sample_data --replace`).",
+        "",
         "## Files",
         "",
         "| file | what |",
@@ -160,8 +163,8 @@ def readme_text(truth: dict) -> str:
         "(i to the patient's left, j posterior, k superior), as a scanner's axial series",
         f"- origin (centre of voxel 0,0,0) RAS {g['origin_ras_mm']} mm; voxel volume {g['voxel_volume_ml']} mL",
         "",
-        f"## Lesions: {truth['lesion_count']} instances in {truth['lesion_components_26']} "
-        "26-connected components",
+        f"## Lesions: {truth['lesion_count']} instances, {truth['lesion_components_26']} "
+        "connected components (26-connectivity)",
         "",
         "| id | organ | voxels | volume mL | centroid RAS mm | longest diameter mm | axial diameter mm | touches |",
         "|---|---|---|---|---|---|---|---|",
