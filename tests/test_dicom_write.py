@@ -264,6 +264,8 @@ def test_never_writes_over_its_own_input(tmp_path):
         write_dicom_series(vol, source, replace=True)
     with pytest.raises(InputError, match="own input"):
         write_dicom_series(vol, tmp_path, replace=True)  # the folder that holds the input
+    with pytest.raises(InputError, match="inside the input folder"):
+        write_dicom_series(vol, source / "derived")
     np.testing.assert_array_equal(load_volume(source).array, vol.array)
 
 

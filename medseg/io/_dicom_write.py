@@ -134,6 +134,10 @@ def _prepare_folder(folder: Path, volume: Volume, replace: bool) -> None:
         if target == source or target in source.parents:
             raise InputError(folder, f"holds the volume's own input {source}; writing there would "
                              "destroy it", "choose another output folder")
+        if source.is_dir() and source in target.parents:
+            # New DICOM files inside the input tree would join the input series next time.
+            raise InputError(folder, f"lies inside the input folder {source}",
+                             "write the series outside the input folder")
     if folder.is_dir() and any(folder.iterdir()) and not replace:
         raise InputError(folder, "already exists and is not empty",
                          "choose a new folder, or ask to replace it (replace=True, --replace)")
