@@ -2,9 +2,9 @@
 
 Each lesion is an exact voxel mask (a slightly irregular ellipsoid) placed wholly inside its
 organ, so its true volume is its voxel count times the voxel volume. Two liver lesions overlap
-a little and form **one** 26-connected component that instance separation has to split; their
-voxels are shared out by which lesion's surface is nearer (normalised radius), so each is one
-piece and the boundary between them is smooth.
+(centres 75-85 % of the sum of their radii apart) and form **one** 26-connected component that
+instance separation has to split; their shared voxels go to the lesion they lie deeper inside
+(smaller normalised radius), so each is one piece and the boundary between them is smooth.
 """
 
 from __future__ import annotations
