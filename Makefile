@@ -27,7 +27,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests
 
 sample: $(STAMP)
-	$(BIN)/python -m medseg.phantom sample_data
+	$(BIN)/python -m medseg.phantom sample_data --replace
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

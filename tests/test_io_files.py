@@ -289,3 +289,12 @@ def test_volume_from_memory_round_trip(tmp_path):
         again = load_volume(save_volume(vol, tmp_path / f"m{suffix}"))
         np.testing.assert_array_equal(again.array, vol.array)
         np.testing.assert_allclose(again.affine, vol.affine, rtol=0, atol=1e-12)
+
+
+def test_written_files_get_normal_permissions(tmp_path, make_volume):
+    umask = os.umask(0o022)
+    try:
+        out = save_volume(make_volume(), tmp_path / "p.nii.gz")
+    finally:
+        os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o644
