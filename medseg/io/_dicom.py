@@ -166,13 +166,16 @@ _HINTS = {
 }
 
 
-def _explain(info: SeriesInfo, plan: VolumePlan, where: str) -> InputError:
-    """The error for a chosen volume that cannot be read as asked: the first blocking problem."""
+def _explain(info: SeriesInfo, plan: VolumePlan, where: str, scan: HeaderScan) -> InputError:
+    """The error for a chosen volume that cannot be read as asked: its first problem, and the
+    files that were skipped (a damaged or unreadable slice is often why slices are missing)."""
+    skipped = scan.series_warnings.get(plan.series_uid, []) + scan.file_warnings
+    note = f" [{len(skipped)} file(s) skipped; first: {skipped[0]}]" if skipped else ""
     for code, text in sorted(plan.problems, key=lambda p: p[0] in _HINTS):
         if code in _HINTS:
-            return InputError(where, f"series {info.index} ({info.key}): {text}", _HINTS[code])
-        return InputError(where, f"series {info.index} ({info.key}) cannot be read as a 3D volume: {text}",
-                          "see `medseg info` for details")
+            return InputError(where, f"series {info.index} ({info.key}): {text}{note}", _HINTS[code])
+        return InputError(where, f"series {info.index} ({info.key}) cannot be read as a 3D volume: "
+                          f"{text}{note}", "see `medseg info` for details")
     return InputError(where, f"series {info.index} ({info.key}) cannot be read: {info.problems[0]}",
                       "see `medseg info` for details")
 
@@ -214,7 +217,7 @@ def read_dicom(path: Path, series: str | int | None, *, allow_gaps: bool, allow_
                          "choose an image series (see `medseg info`)")
     plan = plans[chosen.index]
     if not chosen.readable:
-        raise _explain(chosen, plan, where)
+        raise _explain(chosen, plan, where, scan)
     from medseg.io._dicom_pixels import decode_volume
 
     geo = plan.geometry
