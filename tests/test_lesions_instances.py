@@ -96,6 +96,7 @@ def test_bad_inputs_are_clear_errors():
     volume = Volume(semantic, np.eye(4))
     with pytest.raises(InputError, match=r"several labels \(1, 3\).*--lesion-label"):
         find_instances(volume)
+    assert find_instances(volume, any_nonzero=True).voxel_counts.tolist() == [18, 8]
     with pytest.raises(InputError, match="no voxels with lesion label 2; it holds 1, 3"):
         find_instances(volume, label=2)
     assert len(find_instances(volume, label=2, allow_absent_label=True)) == 0

@@ -213,6 +213,7 @@ def find_instances(
     label: int | None = None,
     threshold: float | None = None,
     allow_absent_label: bool = False,
+    any_nonzero: bool = False,
     connectivity: int = 26,
     min_volume_mm3: float = 0.0,
     split_h_mm: float | None = None,
@@ -227,7 +228,7 @@ def find_instances(
     volume : Volume
         Binary mask, semantic label map (give ``label``) or probability map (give
         ``threshold``); see :func:`medseg.lesions.masks.lesion_mask`.
-    label, threshold, allow_absent_label
+    label, threshold, allow_absent_label, any_nonzero
         Which voxels are lesion.
     connectivity : {6, 18, 26}
         Voxels touching by a face (6), also an edge (18), also a corner (26) are connected.
@@ -266,7 +267,8 @@ def find_instances(
 
     where = volume_name(volume, "lesion map")
     report(progress, 0, 3, "lesions: mask")
-    mask = lesion_mask(volume, label=label, threshold=threshold, allow_absent_label=allow_absent_label)
+    mask = lesion_mask(volume, label=label, threshold=threshold, allow_absent_label=allow_absent_label,
+                       any_nonzero=any_nonzero)
     check_cancel(cancel, where)
     report(progress, 1, 3, "lesions: connected components")
     components, n_components = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)

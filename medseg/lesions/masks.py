@@ -2,7 +2,8 @@
 
 Three inputs are accepted, and which one is meant is always explicit:
 
-* a **binary mask** (one non-zero value): every non-zero voxel is lesion;
+* a **binary mask** (one non-zero value): every non-zero voxel is lesion (``any_nonzero``
+  accepts several values, e.g. an instance map to be separated again);
 * a **semantic label map** with ``label=N``: voxels equal to ``N`` are lesion;
 * a **probability map** with ``threshold=p``: voxels with ``value >= p`` are lesion.
 
@@ -29,7 +30,8 @@ def volume_name(volume: Volume, default: str) -> str:
     return volume.source.path or default
 
 
-def require_same_grid(volume: Volume, other: Volume, *, name: str, other_name: str) -> None:
+def require_same_grid(volume: Volume, other: Volume, *, name: str, other_name: str,
+                      hint: str = "give volumes on the same voxel grid (resample one onto the other first)") -> None:
     """Raise :class:`InputError` naming both volumes when they are not on one voxel grid."""
     if volume.same_grid(other):
         return
@@ -43,7 +45,7 @@ def require_same_grid(volume: Volume, other: Volume, *, name: str, other_name: s
     raise InputError(
         other_name,
         f"is not on the grid of {name} ({geometry(other)} against {geometry(volume)})",
-        "give volumes on the same voxel grid (resample one onto the other first)",
+        hint,
     )
 
 
@@ -98,6 +100,7 @@ def lesion_mask(
     label: int | None = None,
     threshold: float | None = None,
     allow_absent_label: bool = False,
+    any_nonzero: bool = False,
 ) -> np.ndarray:
     """The boolean lesion mask of a binary mask, a semantic label map or a probability map.
 
@@ -112,6 +115,8 @@ def lesion_mask(
     allow_absent_label : bool
         Return an empty mask instead of raising when ``label`` does not occur in a map that
         holds other labels (e.g. a multi-organ prediction in which no tumour was found).
+    any_nonzero : bool
+        Every non-zero voxel is lesion, whatever its value (e.g. to re-separate an instance map).
 
     Returns
     -------
@@ -154,9 +159,11 @@ def lesion_mask(
         return array
     require_integer_labels(array, where)
     mask = array != 0
+    if any_nonzero:
+        return mask
     inside = array[mask]
     if inside.size and np.any(inside != inside[0]):
         raise InputError(where, f"holds several labels ({_values_present(array)}), so it is not a binary mask",
-                         "choose the lesion class with --lesion-label N, or measure it as an instance "
-                         "map with --as-instances")
+                         "choose the lesion class with --lesion-label N; for an instance map use "
+                         "--as-instances (keep its ids) or --any-nonzero (separate again)")
     return mask

@@ -9,9 +9,10 @@ stated). Definitions are in ``docs/lesions.md``; in short:
   mask at level 0.5, i.e. the boundary that IBSI and pyradiomics use for diameters.
 * **Longest 3D diameter**: the largest distance between two 3D boundary points.
 * **Axial long axis** (RECIST 1.1): the largest distance between two in-plane boundary points
-  of one slice, over all slices perpendicular to the *slice axis* (the array axis closest to
-  the patient's superior-inferior axis). **Short axis**: the longest chord of the lesion's
-  outline on that slice perpendicular to the long axis.
+  of one cross-section (an 8-connected piece of the lesion on one slice), over all slices
+  perpendicular to the *slice axis* (the array axis closest to the patient's superior-inferior
+  axis). **Short axis**: the longest chord of that cross-section's outline perpendicular to
+  the long axis.
 * **Surface area** and **mesh volume**: of the marching-cubes mesh at level 0.5 (IBSI).
 """
 
@@ -46,7 +47,8 @@ def slice_axis(affine: np.ndarray) -> int:
     return int(np.argmax(cosines + np.array([0.0, 1e-9, 2e-9])))
 
 
-def boundary_points(crop: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
+def boundary_points(crop: np.ndarray, axes: tuple[int, ...] = (0, 1, 2), *,
+                    return_inside: bool = False):
     """Midpoints between lesion voxels and their non-lesion face-neighbours along ``axes``.
 
     Parameters
@@ -56,23 +58,35 @@ def boundary_points(crop: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> np.n
     axes : tuple of int
         Neighbour directions to look along: ``(0, 1, 2)`` for the 3D boundary, the two in-plane
         axes for the outline of each slice.
+    return_inside : bool
+        Also return the index of the lesion voxel each point belongs to.
 
     Returns
     -------
-    ndarray, shape (m, 3), float64
+    points : ndarray, shape (m, 3), float64
         Positions in the crop's voxel index coordinates.
+    inside : ndarray, shape (m, 3), int64
+        Only with ``return_inside``.
     """
-    parts = []
+    parts, insides = [], []
     for axis in axes:
         lo = [slice(None)] * 3
         hi = [slice(None)] * 3
         lo[axis] = slice(None, -1)
         hi[axis] = slice(1, None)
         change = np.logical_xor(crop[tuple(lo)], crop[tuple(hi)])
-        points = np.argwhere(change).astype(np.float64)
+        index = np.argwhere(change)
+        points = index.astype(np.float64)
         points[:, axis] += 0.5
         parts.append(points)
-    return np.concatenate(parts) if parts else np.zeros((0, 3))
+        if return_inside:
+            # The lesion voxel is the lower one where crop is set there, else the upper one.
+            index[:, axis] += ~crop[index[:, 0], index[:, 1], index[:, 2]]
+            insides.append(index)
+    points = np.concatenate(parts) if parts else np.zeros((0, 3))
+    if return_inside:
+        return points, (np.concatenate(insides) if insides else np.zeros((0, 3), np.int64))
+    return points
 
 
 def _directions(dim: int) -> np.ndarray:
@@ -175,11 +189,20 @@ def axial_diameters(crop: np.ndarray, start: np.ndarray, affine: np.ndarray, axi
     axis : int
         Slice axis (see :func:`slice_axis`).
     """
+    from scipy import ndimage
+
     in_plane = tuple(a for a in range(3) if a != axis)
-    local = boundary_points(crop, in_plane)
-    slices = local[:, axis].astype(np.int64)
-    order = np.argsort(slices, kind="stable")
-    slices, local = slices[order], local[order]
+    # Each in-plane piece (8-connected within its slice) is measured on its own: a reader
+    # measures the cross-section they see, not a line between two islands of one 3D lesion.
+    structure = np.zeros((3, 3, 3), bool)
+    middle = [slice(None)] * 3
+    middle[axis] = 1
+    structure[tuple(middle)] = True
+    pieces, _ = ndimage.label(crop, structure)
+    local, inside = boundary_points(crop, in_plane, return_inside=True)
+    piece = pieces[inside[:, 0], inside[:, 1], inside[:, 2]]
+    order = np.argsort(piece, kind="stable")
+    piece, local = piece[order], local[order]
     world = _to_world(local, start, affine)
     # Exact in-plane 2D coordinates: an orthonormal basis of the slice plane.
     linear = affine[:3, :3]
@@ -187,10 +210,10 @@ def axial_diameters(crop: np.ndarray, start: np.ndarray, affine: np.ndarray, axi
     e2 = linear[:, in_plane[1]] - (linear[:, in_plane[1]] @ e1) * e1
     e2 /= np.linalg.norm(e2)
     plane = world @ np.stack([e1, e2], axis=1)
-    first = np.flatnonzero(np.r_[True, slices[1:] != slices[:-1]])
-    bounds = np.r_[first, len(slices)]
-    # Widths along 8 directions bound each slice's diameter: max width <= D <= max width /
-    # cos(11.25 deg). Slices are searched by decreasing upper bound until none can beat the
+    first = np.flatnonzero(np.r_[True, piece[1:] != piece[:-1]])
+    bounds = np.r_[first, len(piece)]
+    # Widths along 8 directions bound each piece's diameter: max width <= D <= max width /
+    # cos(11.25 deg). Pieces are searched by decreasing upper bound until none can beat the
     # best found, so most slices of a lesion are never searched pairwise.
     projected = plane @ _PLANE_DIRECTIONS.T
     widths = np.maximum.reduceat(projected, first) - np.minimum.reduceat(projected, first)
@@ -201,13 +224,13 @@ def axial_diameters(crop: np.ndarray, start: np.ndarray, affine: np.ndarray, axi
         if upper[s] < best[0] - 1e-9:
             break
         d, i, j = farthest_pair(plane[bounds[s]:bounds[s + 1]])
-        index = int(slices[bounds[s]])
-        closer = -abs(index - centre)
+        closer = -abs(local[bounds[s], axis] - centre)
         if d > best[0] + 1e-9 or (abs(d - best[0]) <= 1e-9 and closer > best[1]):
-            best = (d, closer, index, bounds[s] + i, bounds[s] + j)
-    long_mm, _, index, i, j = best
+            best = (d, closer, int(piece[bounds[s]]), bounds[s] + i, bounds[s] + j)
+    long_mm, _, label, i, j = best
     p, q = world[i], world[j]
-    short_mm, short_axis = _perpendicular_chord(crop, start, affine, axis, index, p, q)
+    index = int(round(local[i, axis]))
+    short_mm, short_axis = _perpendicular_chord(pieces == label, start, affine, axis, index, p, q)
     return AxialDiameters(float(long_mm), short_mm, int(index + start[axis]), np.stack([p, q]), short_axis)
 
 

@@ -1,0 +1,150 @@
+"""A montage of axial slices, one per lesion, with its outline, id and RECIST axes.
+
+Each tile shows the slice on which the lesion's axial long axis was measured, centred on the
+lesion, in the radiological convention (patient's right on the left of the screen, anterior
+at the top), with true millimetre proportions. The lesion's outline is yellow, other lesions
+on the slice are outlined in blue, the long axis is a solid and the short axis a dashed red
+line. Grey levels are stretched between the 1st and 99th percentile of the tile.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from medseg.lesions.masks import require_same_grid, volume_name
+from medseg.report.plots import new_figure, save_figure
+from medseg.volume import Volume
+
+__all__ = ["plot_lesion_montage"]
+
+_LETTERS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def _letter(direction: np.ndarray) -> str:
+    axis = int(np.argmax(np.abs(direction)))
+    return _LETTERS[axis][int(direction[axis] > 0)]
+
+
+def _display_axes(affine: np.ndarray, slice_axis: int):
+    """In-plane axes as (horizontal, vertical) with flips for the radiological view."""
+    linear = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    b, c = [a for a in range(3) if a != slice_axis]
+    horizontal, vertical = (b, c) if abs(linear[0, b]) >= abs(linear[0, c]) else (c, b)
+    flip_h = linear[0, horizontal] > 0  # axis runs towards the patient's right: show it leftwards
+    flip_v = linear[1, vertical] > 0  # axis runs anterior: anterior belongs at the top
+    return horizontal, vertical, flip_h, flip_v, linear
+
+
+def _tile(row, slice_axis, affine, spacing, shape, margin_mm):
+    """Index ranges (h0, h1, v0, v1) of the tile around one lesion, clipped to the volume."""
+    horizontal, vertical = _display_axes(affine, slice_axis)[:2]
+    ranges = []
+    for axis in (horizontal, vertical):
+        lo, hi = row.bbox_start_ijk[axis], row.bbox_stop_ijk[axis]
+        centre = (lo + hi - 1) / 2.0
+        half_mm = max(margin_mm, 0.75 * (hi - lo) * spacing[axis])
+        half = int(math.ceil(half_mm / spacing[axis]))
+        ranges += [max(0, int(round(centre)) - half), min(shape[axis], int(round(centre)) + half + 1)]
+    return ranges
+
+
+def plot_lesion_montage(table, image: Volume | None, path: str | os.PathLike, *, max_lesions: int = 36,
+                        columns: int = 6, margin_mm: float = 15.0) -> Path:
+    """Write a PNG montage of one axial slice through each lesion.
+
+    Parameters
+    ----------
+    table : LesionTable
+        From :func:`medseg.lesions.lesion_table`; the instance map and slice axis come with it.
+    image : Volume, optional
+        Grey-level background on the same grid; without it the lesion map itself is shown.
+    path : path-like
+        The PNG to write (atomically).
+    max_lesions : int
+        Lesions after this many (by id) are left out and the title says so.
+    columns : int
+        Tiles per row.
+    margin_mm : float
+        At least this much tissue around the lesion's bounding box on each side.
+    """
+    labels = table.instances.labels
+    if image is not None:
+        require_same_grid(labels, image, name=volume_name(labels, "the lesion map"),
+                          other_name=volume_name(image, "the image"))
+    rows = list(table.rows)[:max_lesions]
+    n_cols = max(1, min(columns, len(rows)))
+    n_rows = max(1, math.ceil(len(rows) / n_cols))
+    fig = new_figure(2.5 * n_cols, 2.75 * n_rows + 0.4, layout="constrained")
+    title = f"{len(table)} lesions" + (f" (first {len(rows)} by id shown)" if len(rows) < len(table) else "")
+    fig.suptitle(title + ": axial slice of each long axis", fontsize=10)
+    if not rows:
+        ax = fig.subplots()
+        ax.text(0.5, 0.5, "no lesions", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return save_figure(fig, path)
+    axis = table.slice_axis
+    horizontal, vertical, flip_h, flip_v, linear = _display_axes(labels.affine, axis)
+    spacing = labels.spacing
+    background = image.array if image is not None else labels.array
+    inverse = np.linalg.inv(labels.affine)
+    axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False).ravel())
+    for ax in axes[len(rows):]:
+        ax.set_axis_off()
+    for number, (ax, row) in enumerate(zip(axes, rows)):
+        h0, h1, v0, v1 = _tile(row, axis, labels.affine, spacing, labels.shape, margin_mm)
+        index = [slice(None)] * 3
+        index[axis] = row.axial_slice
+        h_index = np.arange(h0, h1)[::-1] if flip_h else np.arange(h0, h1)
+        v_index = np.arange(v0, v1)[::-1] if flip_v else np.arange(v0, v1)
+
+        def plane(array):
+            sl = array[tuple(index)]  # 2D, remaining axes in ascending order
+            sl = sl if horizontal < vertical else sl.T  # rows = horizontal axis
+            return sl[np.ix_(h_index, v_index)].T  # (vertical, horizontal)
+
+        grey = plane(background).astype(np.float64)
+        ids = plane(labels.array)
+        sh, sv = spacing[horizontal], spacing[vertical]
+        extent = (0, len(h_index) * sh, len(v_index) * sv, 0)
+        lo, hi = np.percentile(grey, [1, 99]) if grey.size else (0, 1)
+        ax.imshow(grey, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, extent=extent,
+                  interpolation="nearest")
+        xs = (np.arange(len(h_index)) + 0.5) * sh
+        ys = (np.arange(len(v_index)) + 0.5) * sv
+        others = (ids != 0) & (ids != row.id)
+        if others.any():
+            ax.contour(xs, ys, others.astype(float), levels=[0.5], colors="#33b5ff", linewidths=0.7)
+        if (ids == row.id).any():
+            ax.contour(xs, ys, (ids == row.id).astype(float), levels=[0.5], colors="#ffd000", linewidths=1.2)
+
+        def to_tile(points_ras):
+            ijk = np.asarray(points_ras) @ inverse[:3, :3].T + inverse[:3, 3]
+            h, v = ijk[:, horizontal], ijk[:, vertical]
+            x = ((h1 - 1 - h) if flip_h else (h - h0)) + 0.5
+            y = ((v1 - 1 - v) if flip_v else (v - v0)) + 0.5
+            return x * sh, y * sv
+
+        for line, style in ((row.long_axis_ras_mm, "-"), (row.short_axis_ras_mm, "--")):
+            x, y = to_tile(line)
+            ax.plot(x, y, style, color="#ff3b3b", linewidth=1.1)
+        ax.text(0.03, 0.97, str(row.id), transform=ax.transAxes, va="top", ha="left", fontsize=9,
+                fontweight="bold", color="black", bbox=dict(boxstyle="round,pad=0.2", fc="#ffd000", ec="none"))
+        ax.set_title(f"{row.volume_ml:.3g} mL, {row.axial_long_axis_mm:.1f} x {row.axial_short_axis_mm:.1f} mm",
+                     fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if number == 0:
+            from matplotlib import patheffects
+
+            outline = [patheffects.withStroke(linewidth=2, foreground="black")]
+            right = linear[:, horizontal] * (-1 if flip_h else 1)
+            down = linear[:, vertical] * (-1 if flip_v else 1)
+            for x, y, text in ((0.02, 0.5, _letter(-right)), (0.98, 0.5, _letter(right)),
+                               (0.5, 0.98, _letter(-down))):
+                ax.text(x, y, text, transform=ax.transAxes, color="white", fontsize=8, ha="center", va="center",
+                        fontweight="bold", path_effects=outline)
+    return save_figure(fig, path, dpi=100)
