@@ -68,7 +68,10 @@ def _info_for_plan(plan: VolumePlan, scan: HeaderScan) -> SeriesInfo:
     f0 = plan.frames[0]
     files = plan.files
     codes = sorted({code for code, _ in plan.problems})
-    problems = [text for _, text in plan.problems] + _plan_notes(plan, scan) + scan.file_warnings
+    problems = [text for _, text in plan.problems]
+    for note in _plan_notes(plan, scan) + scan.file_warnings:
+        if not any(note in text for text in problems):
+            problems.append(note)
     spacing = geo.spacing_mm
     return SeriesInfo(
         index=0, key=plan.key, path=_common_folder(files), format="dicom",
@@ -76,7 +79,7 @@ def _info_for_plan(plan: VolumePlan, scan: HeaderScan) -> SeriesInfo:
         shape=(f0.cols, f0.rows, geo.n_slices),
         spacing_mm=None if spacing is None else tuple(round(s, 6) for s in spacing),
         orientation=_axcodes(geo.affine), n_slices=geo.n_slices, n_files=len(files),
-        problems=tuple(dict.fromkeys(problems)), readable=not codes,
+        problems=tuple(problems), readable=not codes,
         extra={
             "series_uid": plan.series_uid, "split": dict(plan.split), "problem_codes": codes,
             "series_number": f0.meta.series_number, "study_uid": f0.meta.study_uid,
@@ -169,8 +172,9 @@ _HINTS = {
 def _explain(info: SeriesInfo, plan: VolumePlan, where: str, scan: HeaderScan) -> InputError:
     """The error for a chosen volume that cannot be read as asked: its first problem, and the
     files that were skipped (a damaged or unreadable slice is often why slices are missing)."""
-    skipped = scan.series_warnings.get(plan.series_uid, []) + scan.file_warnings
-    note = f" [{len(skipped)} file(s) skipped; first: {skipped[0]}]" if skipped else ""
+    said = " ".join(text for _, text in plan.problems)
+    skipped = [w for w in scan.series_warnings.get(plan.series_uid, []) + scan.file_warnings if w not in said]
+    note = f" [{len(skipped)} other file(s) skipped; first: {skipped[0]}]" if skipped else ""
     for code, text in sorted(plan.problems, key=lambda p: p[0] in _HINTS):
         if code in _HINTS:
             return InputError(where, f"series {info.index} ({info.key}): {text}{note}", _HINTS[code])

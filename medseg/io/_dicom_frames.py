@@ -82,6 +82,9 @@ class Frame:
     mosaic_tiles_per_row: int = 0
     units: str = ""
     extra: dict = field(default_factory=dict)
+    #: Why this frame's pixels cannot be read (truncated file), or "" when they can. A damaged
+    #: frame still counts for geometry, so its slice shows up as missing instead of vanishing.
+    damaged: str = ""
 
     @property
     def path(self) -> str:

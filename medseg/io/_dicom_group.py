@@ -175,7 +175,8 @@ def _drop_duplicates(frames: list[Frame]) -> tuple[list[Frame], list[str]]:
     """The same SOP instance found in two files (a copy) is one image: keep the first file's."""
     seen: dict[tuple[str, int], str] = {}
     kept, notes = [], []
-    for f in frames:
+    # Readable copies first, so a damaged duplicate is the one dropped.
+    for f in sorted(frames, key=lambda f: bool(f.damaged)):
         ident = (f.meta.sop_instance_uid, f.index_in_file)
         if f.meta.sop_instance_uid and ident in seen and seen[ident] != f.path:
             if f.index_in_file == 0:
@@ -184,6 +185,19 @@ def _drop_duplicates(frames: list[Frame]) -> tuple[list[Frame], list[str]]:
         seen.setdefault(ident, f.path)
         kept.append(f)
     return kept, notes
+
+
+def _drop_damaged(plan: VolumePlan) -> None:
+    """Damaged frames placed the grid; now they leave it, and their slices count as missing."""
+    geo = plan.geometry
+    damaged = [(f, k) for f, k in zip(geo.frames, geo.grid_k) if f.damaged]
+    if not damaged:
+        return
+    kept = [(f, k) for f, k in zip(geo.frames, geo.grid_k) if not f.damaged]
+    geo.frames, geo.grid_k = [f for f, _ in kept], [k for _, k in kept]
+    where = ", ".join(str(k) for _, k in damaged[:10]) + ("..." if len(damaged) > 10 else "")
+    text = f"{len(damaged)} slice(s) cannot be read (k = {where}): {damaged[0][0].damaged}"
+    plan.problems.append(("gaps" if kept else "blocking", text))
 
 
 def _series_identity(f: Frame) -> tuple:
@@ -218,6 +232,7 @@ def plan_volumes(frames: list[Frame], *, root: str = "") -> list[VolumePlan]:
                 geometry = stack_geometry(volume_frames)
                 plan = VolumePlan(key, identity[0], this_split, geometry,
                                   list(geometry.problems), list(notes) + list(geometry.warnings))
+                _drop_damaged(plan)
                 if problem:
                     plan.problems.append(("blocking", problem))
                 if len(volumes) > 1:

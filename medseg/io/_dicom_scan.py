@@ -82,6 +82,29 @@ def _expected_pixel_bytes(ds) -> int:
     return (total_bits + 7) // 8
 
 
+def _cut_header(ds) -> str:
+    """Why a header that parsed without error is still cut short, or "".
+
+    pydicom stops quietly at the end of a file: a file cut inside an element leaves that last
+    element shorter than its declared length, and a file cut before the image attributes leaves
+    an image SOP class without Rows.
+    """
+    from pydicom.dataelem import RawDataElement
+    from pydicom.uid import UID
+
+    tags = list(ds.keys())
+    if tags:
+        last = ds.get_item(tags[-1])
+        if isinstance(last, RawDataElement) and last.length != 0xFFFFFFFF and last.value is not None \
+                and len(last.value) < last.length:
+            return f"element {last.tag} has {len(last.value)} of {last.length} bytes"
+    meta = getattr(ds, "file_meta", None)
+    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    if sop_class and not ds.get("Rows") and UID(sop_class).name.endswith("Image Storage"):
+        return f"a {UID(sop_class).name} object that ends before its image attributes"
+    return ""
+
+
 def _read_header(path: Path):
     """Parse one header; returns (dataset | None, problem | None, is_dicom)."""
     import pydicom
@@ -110,6 +133,9 @@ def _read_header(path: Path):
             return None, f"{path}: corrupt DICOM header ({type(exc).__name__}: {exc}); skipped", True
         pixel_tag_at = fh.tell()
         size = os.fstat(fh.fileno()).st_size
+    cut = _cut_header(ds)
+    if cut:
+        return None, f"{path}: truncated or damaged DICOM header ({cut}); skipped", True
     syntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "") or "")
     if ds.get("Rows") and syntax in _NATIVE_SYNTAXES:
         header = 8 if syntax == _IMPLICIT_VR else 12
@@ -140,8 +166,13 @@ def scan_headers(root: Path, *, progress: ProgressCallback | None = None) -> Hea
             continue
         meta, frames = frames_from_header(ds, str(path))
         if problem is not None:
-            # Header fine, pixels cut short: the file belongs to a known series; say so there.
+            # Header fine, pixels cut short: the file belongs to a known series; say so there,
+            # and keep its frames (marked damaged) so their slice positions count as missing.
             scan.series_warnings.setdefault(meta.series_uid, []).append(problem)
+            if isinstance(frames, list):
+                for frame in frames:
+                    frame.damaged = problem
+                scan.frames.extend(frames)
             continue
         if isinstance(frames, str):
             if meta.sop_class_uid != _MEDIA_DIRECTORY:
