@@ -268,3 +268,25 @@ def test_copied_tree_with_two_series(shared_data, tmp_path):
     assert [(i.shape, i.n_files) for i in infos] == [((512, 512, 3), 3), ((24, 38, 3), 3)]
     small = load_volume(tmp_path / "study", series=infos[1].key)
     assert small.shape == (24, 38, 3)
+
+
+def test_header_cache_is_reused_and_invalidated(shared_data, tmp_path, monkeypatch):
+    from medseg.io import _dicom_scan
+
+    shutil.copytree(shared_data / CT3, tmp_path / "ct")
+    reads = []
+    real = _dicom_scan._read_header
+    monkeypatch.setattr(_dicom_scan, "_read_header", lambda path: reads.append(path) or real(path))
+    first = load_volume(tmp_path / "ct")
+    assert len(reads) == 3
+    again = load_volume(tmp_path / "ct")  # same files: headers are not parsed again
+    assert len(reads) == 3
+    np.testing.assert_array_equal(again.array, first.array)
+    # Any change to a file is seen: move one slice 0.3 mm and the series is no longer uniform.
+    name = first.source.extra["files"][1]
+    ds = pydicom.dcmread(tmp_path / "ct" / name)
+    ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], float(ds.ImagePositionPatient[2]) + 0.3]
+    ds.save_as(tmp_path / "ct" / name)
+    with pytest.raises(InputError, match="non-uniform"):
+        load_volume(tmp_path / "ct")
+    assert len(reads) == 6

@@ -17,15 +17,18 @@ Conventions are written down in ``docs/dicom.md``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from medseg.errors import InputError
 from medseg.io._dicom_group import VolumePlan, plan_volumes
-from medseg.io._dicom_scan import HeaderScan, scan_headers
+from medseg.io._dicom_scan import HeaderScan, find_files, scan_headers
 from medseg.io._series import SeriesInfo, select_series
 from medseg.progress import CancelToken, ProgressCallback
 from medseg.volume import SourceInfo, Volume
@@ -108,8 +111,46 @@ def _infos_for_rejected(scan: HeaderScan) -> list[SeriesInfo]:
     return infos
 
 
+#: The last few scans, keyed by the files' identities: reading several series of one folder
+#: (each echo, each time point) parses the headers once. Any change to any file (size, mtime,
+#: ctime - which chmod changes too - or inode), or a file added or removed, misses the cache.
+_CACHE: OrderedDict[tuple, tuple[HeaderScan, list[VolumePlan], list[SeriesInfo]]] = OrderedDict()
+_CACHE_SIZE = 4
+_CACHE_LOCK = threading.Lock()
+
+
+def _signature(path: Path, files: list[Path], walk_warnings: list[str]) -> tuple | None:
+    stamps = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            return None  # vanished or unreachable now: never cache
+        stamps.append((str(f), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    return (str(path.resolve()), tuple(stamps), tuple(walk_warnings))
+
+
 def _scan(path: Path, progress: ProgressCallback | None) -> tuple[HeaderScan, list[VolumePlan], list[SeriesInfo]]:
-    scan = scan_headers(path, progress=progress)
+    walk_warnings: list[str] = []
+    files = find_files(path, walk_warnings)
+    signature = _signature(path, files, walk_warnings)
+    with _CACHE_LOCK:
+        if signature is not None and signature in _CACHE:
+            _CACHE.move_to_end(signature)
+            return _CACHE[signature]
+    result = _scan_files(path, files, walk_warnings, progress)
+    if signature is not None:
+        with _CACHE_LOCK:
+            _CACHE[signature] = result
+            while len(_CACHE) > _CACHE_SIZE:
+                _CACHE.popitem(last=False)
+    return result
+
+
+def _scan_files(path: Path, files: list[Path], walk_warnings: list[str],
+                progress: ProgressCallback | None) -> tuple[HeaderScan, list[VolumePlan], list[SeriesInfo]]:
+    scan = scan_headers(path, files, progress=progress)
+    scan.file_warnings[:0] = walk_warnings
     if scan.n_files == 0:
         raise InputError(path, "is an empty folder", "point to a folder that holds DICOM files")
     plans = plan_volumes(scan.frames, root=str(path) if path.is_dir() else "")
@@ -159,7 +200,8 @@ def scan_dicom(path: Path, *, progress: ProgressCallback | None = None) -> list[
         without an override (``extra["problem_codes"]`` says which: ``2d``, ``gaps``,
         ``blocking``).
     """
-    return _scan(Path(path), progress)[2]
+    # Copies: the cached infos must not change when a caller edits ``extra``.
+    return [dataclasses.replace(info, extra=copy.deepcopy(info.extra)) for info in _scan(Path(path), progress)[2]]
 
 
 _HINTS = {

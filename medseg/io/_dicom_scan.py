@@ -150,10 +150,12 @@ def _read_header(path: Path):
     return ds, None, True
 
 
-def scan_headers(root: Path, *, progress: ProgressCallback | None = None) -> HeaderScan:
-    """Read the header of every DICOM file under ``root`` and turn it into frames."""
+def scan_headers(root: Path, paths: list[Path] | None = None, *,
+                 progress: ProgressCallback | None = None) -> HeaderScan:
+    """Read the header of every DICOM file under ``root`` (or of ``paths``) into frames."""
     scan = HeaderScan(root=root)
-    paths = find_files(root, scan.file_warnings)
+    if paths is None:
+        paths = find_files(root, scan.file_warnings)
     scan.n_files = len(paths)
     for number, path in enumerate(paths):
         report(progress, number, len(paths), "scanning DICOM headers")
