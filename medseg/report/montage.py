@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from medseg.lesions.masks import require_same_grid, volume_name
 from medseg.report.plots import new_figure, save_figure
 from medseg.volume import Volume
 
-__all__ = ["plot_lesion_montage"]
+__all__ = ["plot_lesion_montage", "lesion_tile", "Tile"]
 
 _LETTERS = (("L", "R"), ("P", "A"), ("I", "S"))
 
@@ -39,17 +40,63 @@ def _display_axes(affine: np.ndarray, slice_axis: int):
     return horizontal, vertical, flip_h, flip_v, linear
 
 
-def _tile(row, slice_axis, affine, spacing, shape, margin_mm):
-    """Index ranges (h0, h1, v0, v1) of the tile around one lesion, clipped to the volume."""
-    horizontal, vertical = _display_axes(affine, slice_axis)[:2]
+@dataclass(frozen=True)
+class Tile:
+    """One lesion's slice as displayed: arrays indexed (screen row, screen column).
+
+    Attributes
+    ----------
+    grey, ids : ndarray, shape (rows, columns)
+        Background values and lesion ids of the slice, radiologically oriented.
+    extent : (left, right, bottom, top) in mm, for ``imshow``.
+    to_screen : callable
+        Maps RAS points, shape (n, 3), to screen ``(x_mm, y_mm)`` (y downwards).
+    right, down : ndarray, shape (3,)
+        World directions of the screen's +x and +y.
+    """
+
+    grey: np.ndarray
+    ids: np.ndarray
+    extent: tuple[float, float, float, float]
+    to_screen: object
+    right: np.ndarray
+    down: np.ndarray
+
+
+def lesion_tile(row, labels: Volume, background: np.ndarray, slice_axis: int, *, margin_mm: float = 15.0) -> Tile:
+    """The slice through ``row``'s long axis, centred on the lesion, as shown in the montage."""
+    horizontal, vertical, flip_h, flip_v, linear = _display_axes(labels.affine, slice_axis)
+    spacing, shape = labels.spacing, labels.shape
     ranges = []
     for axis in (horizontal, vertical):
         lo, hi = row.bbox_start_ijk[axis], row.bbox_stop_ijk[axis]
-        centre = (lo + hi - 1) / 2.0
-        half_mm = max(margin_mm, 0.75 * (hi - lo) * spacing[axis])
-        half = int(math.ceil(half_mm / spacing[axis]))
-        ranges += [max(0, int(round(centre)) - half), min(shape[axis], int(round(centre)) + half + 1)]
-    return ranges
+        centre = int(round((lo + hi - 1) / 2.0))
+        half = int(math.ceil(max(margin_mm, 0.75 * (hi - lo) * spacing[axis]) / spacing[axis]))
+        ranges.append((max(0, centre - half), min(shape[axis], centre + half + 1)))
+    (h0, h1), (v0, v1) = ranges
+    index = [slice(None)] * 3
+    index[slice_axis] = row.axial_slice
+    h_index = np.arange(h0, h1)[::-1] if flip_h else np.arange(h0, h1)
+    v_index = np.arange(v0, v1)[::-1] if flip_v else np.arange(v0, v1)
+
+    def plane(array):
+        section = array[tuple(index)]  # 2D, the remaining axes in ascending order
+        section = section if horizontal < vertical else section.T  # rows = horizontal axis
+        return section[np.ix_(h_index, v_index)].T  # (vertical, horizontal)
+
+    sh, sv = spacing[horizontal], spacing[vertical]
+    inverse = np.linalg.inv(labels.affine)
+
+    def to_screen(points_ras):
+        ijk = np.asarray(points_ras, dtype=np.float64) @ inverse[:3, :3].T + inverse[:3, 3]
+        h, v = ijk[:, horizontal], ijk[:, vertical]
+        x = ((h1 - 1 - h) if flip_h else (h - h0)) + 0.5
+        y = ((v1 - 1 - v) if flip_v else (v - v0)) + 0.5
+        return x * sh, y * sv
+
+    return Tile(plane(background).astype(np.float64), plane(labels.array),
+                (0.0, len(h_index) * sh, len(v_index) * sv, 0.0), to_screen,
+                linear[:, horizontal] * (-1 if flip_h else 1), linear[:, vertical] * (-1 if flip_v else 1))
 
 
 def plot_lesion_montage(table, image: Volume | None, path: str | os.PathLike, *, max_lesions: int = 36,
@@ -86,51 +133,26 @@ def plot_lesion_montage(table, image: Volume | None, path: str | os.PathLike, *,
         ax.text(0.5, 0.5, "no lesions", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return save_figure(fig, path)
-    axis = table.slice_axis
-    horizontal, vertical, flip_h, flip_v, linear = _display_axes(labels.affine, axis)
-    spacing = labels.spacing
     background = image.array if image is not None else labels.array
-    inverse = np.linalg.inv(labels.affine)
     axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False).ravel())
     for ax in axes[len(rows):]:
         ax.set_axis_off()
     for number, (ax, row) in enumerate(zip(axes, rows)):
-        h0, h1, v0, v1 = _tile(row, axis, labels.affine, spacing, labels.shape, margin_mm)
-        index = [slice(None)] * 3
-        index[axis] = row.axial_slice
-        h_index = np.arange(h0, h1)[::-1] if flip_h else np.arange(h0, h1)
-        v_index = np.arange(v0, v1)[::-1] if flip_v else np.arange(v0, v1)
-
-        def plane(array):
-            sl = array[tuple(index)]  # 2D, remaining axes in ascending order
-            sl = sl if horizontal < vertical else sl.T  # rows = horizontal axis
-            return sl[np.ix_(h_index, v_index)].T  # (vertical, horizontal)
-
-        grey = plane(background).astype(np.float64)
-        ids = plane(labels.array)
-        sh, sv = spacing[horizontal], spacing[vertical]
-        extent = (0, len(h_index) * sh, len(v_index) * sv, 0)
-        lo, hi = np.percentile(grey, [1, 99]) if grey.size else (0, 1)
-        ax.imshow(grey, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, extent=extent,
+        tile = lesion_tile(row, labels, background, table.slice_axis, margin_mm=margin_mm)
+        lo, hi = np.percentile(tile.grey, [1, 99])
+        ax.imshow(tile.grey, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, extent=tile.extent,
                   interpolation="nearest")
-        xs = (np.arange(len(h_index)) + 0.5) * sh
-        ys = (np.arange(len(v_index)) + 0.5) * sv
-        others = (ids != 0) & (ids != row.id)
+        n_v, n_h = tile.ids.shape
+        xs = (np.arange(n_h) + 0.5) * tile.extent[1] / n_h
+        ys = (np.arange(n_v) + 0.5) * tile.extent[2] / n_v
+        others = (tile.ids != 0) & (tile.ids != row.id)
         if others.any():
             ax.contour(xs, ys, others.astype(float), levels=[0.5], colors="#33b5ff", linewidths=0.7)
-        if (ids == row.id).any():
-            ax.contour(xs, ys, (ids == row.id).astype(float), levels=[0.5], colors="#ffd000", linewidths=1.2)
-
-        def to_tile(points_ras):
-            ijk = np.asarray(points_ras) @ inverse[:3, :3].T + inverse[:3, 3]
-            h, v = ijk[:, horizontal], ijk[:, vertical]
-            x = ((h1 - 1 - h) if flip_h else (h - h0)) + 0.5
-            y = ((v1 - 1 - v) if flip_v else (v - v0)) + 0.5
-            return x * sh, y * sv
-
+        if (tile.ids == row.id).any():
+            ax.contour(xs, ys, (tile.ids == row.id).astype(float), levels=[0.5], colors="#ffd000",
+                       linewidths=1.2)
         for line, style in ((row.long_axis_ras_mm, "-"), (row.short_axis_ras_mm, "--")):
-            x, y = to_tile(line)
-            ax.plot(x, y, style, color="#ff3b3b", linewidth=1.1)
+            ax.plot(*tile.to_screen(line), style, color="#ff3b3b", linewidth=1.1)
         ax.text(0.03, 0.97, str(row.id), transform=ax.transAxes, va="top", ha="left", fontsize=9,
                 fontweight="bold", color="black", bbox=dict(boxstyle="round,pad=0.2", fc="#ffd000", ec="none"))
         ax.set_title(f"{row.volume_ml:.3g} mL, {row.axial_long_axis_mm:.1f} x {row.axial_short_axis_mm:.1f} mm",
@@ -141,10 +163,8 @@ def plot_lesion_montage(table, image: Volume | None, path: str | os.PathLike, *,
             from matplotlib import patheffects
 
             outline = [patheffects.withStroke(linewidth=2, foreground="black")]
-            right = linear[:, horizontal] * (-1 if flip_h else 1)
-            down = linear[:, vertical] * (-1 if flip_v else 1)
-            for x, y, text in ((0.02, 0.5, _letter(-right)), (0.98, 0.5, _letter(right)),
-                               (0.5, 0.98, _letter(-down))):
+            for x, y, text in ((0.02, 0.5, _letter(-tile.right)), (0.98, 0.5, _letter(tile.right)),
+                               (0.5, 0.98, _letter(-tile.down))):
                 ax.text(x, y, text, transform=ax.transAxes, color="white", fontsize=8, ha="center", va="center",
                         fontweight="bold", path_effects=outline)
     return save_figure(fig, path, dpi=100)
