@@ -290,3 +290,32 @@ def test_header_cache_is_reused_and_invalidated(shared_data, tmp_path, monkeypat
     with pytest.raises(InputError, match="non-uniform"):
         load_volume(tmp_path / "ct")
     assert len(reads) == 6
+
+
+NATIVE = ["dicom_with_reference/dcm_qa_12bit/In/12bitUnsigned.dcm",        # garbage above bit 11
+          "dicom_with_reference/dcm_qa_12bit/In/12bitSigned_0x0F0F.dcm",   # sign bit is bit 11
+          "dicom_compressed/pydicom/MR_small_bigendian.dcm",
+          "dicom_compressed/pydicom/MR_small_implicit.dcm",
+          "dicom_compressed/pydicom-data/emri_small_big_endian.dcm",       # multi-frame, big endian
+          "dicom_compressed/pydicom-data/eCT_Supplemental.dcm",
+          "dicom_seg/dcmqi/ct-3slice/01.dcm"]
+
+
+@pytest.mark.parametrize("rel", NATIVE)
+def test_uncompressed_pixels_read_from_file_equal_pydicom(shared_data, rel):
+    """medseg reads uncompressed pixel data from its file offset; it must equal pydicom's decoding."""
+    from medseg.io._dicom_frames import frames_from_header
+    from medseg.io._dicom_pixels import _native_ok, _read_native
+    from medseg.io._dicom_scan import _read_header
+
+    path = shared_data / rel
+    ds, offset, _ = _read_header(path)
+    meta, _ = frames_from_header(ds, str(path), pixel_offset=offset)
+    assert isinstance(offset, int) and _native_ok(meta)
+    expected = pydicom.dcmread(path).pixel_array
+    expected = expected.reshape(-1, meta.rows, meta.cols)
+    with open(path, "rb") as fh:
+        for index in range(meta.n_frames):
+            ours = _read_native(fh, meta, index)
+            assert ours.dtype.kind == expected.dtype.kind and ours.dtype.isnative
+            np.testing.assert_array_equal(ours, expected[index])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Frame", "FileMeta", "frames_from_header", "ENHANCED_IMAGE_CLASSES"]
+__all__ = ["Frame", "FileMeta", "frames_from_header", "fast_get", "ENHANCED_IMAGE_CLASSES"]
 
 #: SOP classes whose geometry lives in functional groups (enhanced CT/MR/PET/XA and legacy-converted).
 ENHANCED_IMAGE_CLASSES = {
@@ -55,6 +55,12 @@ class FileMeta:
     philips_scale_slope: float | None
     #: Problems with this file's header that do not stop reading (empty UIDs taken from meta...).
     notes: tuple[str, ...] = ()
+    rows: int = 0                   # of the stored image (a whole mosaic, not one tile)
+    cols: int = 0
+    n_frames: int = 1
+    high_bit: int | None = None
+    #: File offset (bytes) of uncompressed pixel data, found while scanning; None if compressed.
+    pixel_offset: int | None = None
 
 
 @dataclass(eq=False)
@@ -126,16 +132,88 @@ def _vector(value, n: int) -> np.ndarray | None:
     return out if np.all(np.isfinite(out)) else None
 
 
-def _get(ds, keyword: str, default=None):
-    """``ds.get`` that tolerates values pydicom cannot convert (returns ``default``)."""
+_FAIL = object()
+_BINARY = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
+_TEXT = {"UI", "CS", "SH", "DT", "TM", "DA", "LO", "AS"}
+_KEYWORDS: dict[str, tuple[int | None, str | None]] = {}
+
+
+def _parse_raw(elem, vr: str):
+    """Value of a raw (unconverted) element for the few VRs medseg needs, or ``_FAIL``.
+
+    Reading a header touches ~50 attributes per file; pydicom's full conversion (validation,
+    DSfloat objects) of each costs more than parsing the file. Numbers and codes are plain ASCII
+    in DICOM, so they are decoded here directly; anything unexpected goes the pydicom way.
+    """
+    raw = elem.value
+    if not isinstance(raw, bytes) or (elem.VR is not None and elem.VR != vr):
+        return _FAIL
     try:
-        value = ds.get(keyword, default)
-    except (ValueError, TypeError, OverflowError):
+        if vr in _BINARY:
+            import struct
+
+            code = _BINARY[vr]
+            count = len(raw) // struct.calcsize(code)
+            values = struct.unpack(("<" if elem.is_little_endian else ">") + code * count, raw[: count * struct.calcsize(code)])
+            return None if not values else (values[0] if count == 1 else list(values))
+        text = raw.decode("ascii").strip(" \x00")
+        if not text:
+            return None
+        if vr in ("DS", "IS"):
+            numbers = [float(part) for part in text.split("\\")]
+            if vr == "IS":
+                numbers = [int(n) for n in numbers]
+            return numbers[0] if len(numbers) == 1 else numbers
+        if vr in _TEXT:
+            parts = [part.strip() for part in text.split("\\")]
+            return parts[0] if len(parts) == 1 else parts
+    except (UnicodeDecodeError, ValueError, OverflowError):
+        return _FAIL
+    return _FAIL
+
+
+def _get(ds, keyword: str, default=None):
+    """``ds.get(keyword)``, fast for plain numbers/codes, ``default`` for absent or unreadable values."""
+    if ds is None:
         return default
-    return default if value is None else value
+    entry = _KEYWORDS.get(keyword)
+    if entry is None:
+        from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+        tag = tag_for_keyword(keyword)
+        entry = _KEYWORDS[keyword] = (tag, dictionary_VR(tag) if tag is not None else None)
+    tag, vr = entry
+    if tag is None:
+        return default
+    elem = ds.get_item(tag)
+    if elem is None:
+        return default
+    from pydicom.dataelem import RawDataElement
+
+    if isinstance(elem, RawDataElement) and vr in _BINARY.keys() | _TEXT | {"DS", "IS"}:
+        value = _parse_raw(elem, vr)
+        if value is not _FAIL:
+            return default if value is None else value
+    try:
+        value = ds[tag].value
+    except (ValueError, TypeError, OverflowError, KeyError):
+        return default
+    return default if value is None or value == "" else value
 
 
-def _file_meta(ds, path: str) -> FileMeta:
+fast_get = _get
+
+
+def _codes(value) -> tuple[str, ...]:
+    """A multi-valued code string (ImageType) as upper-case values; one value is a 1-tuple."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return (value.upper(),)
+    return tuple(str(v).upper() for v in value)
+
+
+def _file_meta(ds, path: str, pixel_offset: int | None = None) -> FileMeta:
     notes = []
     fm = getattr(ds, "file_meta", None)
     sop_uid = _text(_get(ds, "SOPInstanceUID"))
@@ -175,6 +253,9 @@ def _file_meta(ds, path: str) -> FileMeta:
         gantry_tilt_deg=_float(_get(ds, "GantryDetectorTilt"), 0.0) or 0.0,
         philips_scale_slope=philips_ss,
         notes=tuple(notes),
+        rows=_int(_get(ds, "Rows"), 0), cols=_int(_get(ds, "Columns"), 0),
+        n_frames=_int(_get(ds, "NumberOfFrames"), 1) or 1,
+        high_bit=_int(_get(ds, "HighBit")), pixel_offset=pixel_offset,
     )
 
 
@@ -219,7 +300,7 @@ def _classic_frame(ds, meta: FileMeta) -> Frame:
         slice_spacing_hint=thickness,
         slope=_float(_get(ds, "RescaleSlope"), 1.0) or 1.0,
         intercept=_float(_get(ds, "RescaleIntercept"), 0.0),
-        image_type=tuple(str(v).upper() for v in (_get(ds, "ImageType") or ())),
+        image_type=_codes(_get(ds, "ImageType")),
         echo_number=echo, echo_time=_float(_get(ds, "EchoTime")), stack_id="",
         temporal=_temporal_key(ds), instance_number=_int(_get(ds, "InstanceNumber")),
         value_range=_value_range(ds), units=_text(_get(ds, "RescaleType")),
@@ -295,7 +376,7 @@ def _multiframe_frames(ds, meta: FileMeta, base: Frame) -> list[Frame]:
             hint = _float(_get(measures, "SpacingBetweenSlices")) or _float(_get(measures, "SliceThickness"))
         image_type = base.image_type
         if frame_type is not None and _get(frame_type, "FrameType"):
-            image_type = tuple(str(v).upper() for v in _get(frame_type, "FrameType"))
+            image_type = _codes(_get(frame_type, "FrameType"))
         frames.append(Frame(
             meta=meta, layout="multiframe", index_in_file=index, rows=base.rows, cols=base.cols,
             ipp=ipp if ipp is not None else (base.ipp if n_frames == 1 else None),
@@ -316,13 +397,14 @@ def _multiframe_frames(ds, meta: FileMeta, base: Frame) -> list[Frame]:
     return frames
 
 
-def frames_from_header(ds, path: str) -> tuple[FileMeta, list[Frame] | str]:
+def frames_from_header(ds, path: str, *, pixel_offset: int | None = None) -> tuple[FileMeta, list[Frame] | str]:
     """The frames of one DICOM header read with ``stop_before_pixels``.
 
+    ``pixel_offset`` is where uncompressed pixel data starts in the file, when the scan found it.
     Returns ``(meta, frames)``, or ``(meta, reason)`` when the file is DICOM but not an image
     medseg can read (no pixel data, colour, a mosaic without its CSA header...).
     """
-    meta = _file_meta(ds, path)
+    meta = _file_meta(ds, path, pixel_offset)
     rows, cols = _int(_get(ds, "Rows"), 0), _int(_get(ds, "Columns"), 0)
     if not rows or not cols:
         kind = meta.modality or "object"

@@ -25,6 +25,7 @@ __all__ = ["plan_dtype", "decode_volume"]
 _NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
                     "1.2.840.10008.1.2.1.99", ""}
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _INT16 = np.iinfo(np.int16)
 
 
@@ -67,12 +68,21 @@ def _store(target: np.ndarray, pixels: np.ndarray, frame: Frame, verify: bool) -
     source = pixels.T
     if target.dtype == np.int16:
         slope, intercept = int(frame.slope), int(frame.intercept)
+        highest = None
         if verify:
-            ends = (float(pixels.min()) * slope + intercept, float(pixels.max()) * slope + intercept)
+            lowest, highest = float(pixels.min()), float(pixels.max())
+            ends = (lowest * slope + intercept, highest * slope + intercept)
             if min(ends) < _INT16.min or max(ends) > _INT16.max:
                 raise _Overflow
-        if slope == 1 and intercept == 0:
-            target[...] = source
+        fits_as_is = pixels.dtype.itemsize == 1 or pixels.dtype == np.int16 or (
+            pixels.dtype == np.uint16 and (highest <= _INT16.max if highest is not None
+                                           else frame.meta.bits_stored <= 15))
+        if slope == 1 and fits_as_is:
+            # Stored values fit int16 as they are and the result is known to fit: copy, then
+            # add in place (two fast passes instead of a buffered int32 round trip).
+            np.copyto(target, source, casting="unsafe")
+            if intercept:
+                target += intercept
         elif slope == 1:
             np.add(source, intercept, out=target, dtype=np.int32, casting="unsafe")
         else:
@@ -85,26 +95,70 @@ def _store(target: np.ndarray, pixels: np.ndarray, frame: Frame, verify: bool) -
     target[...] = scaled
 
 
+def _native_ok(meta) -> bool:
+    """Whether the pixels can be read straight from the file (uncompressed, plain layout)."""
+    return (meta.pixel_offset is not None and meta.transfer_syntax in _NATIVE_SYNTAXES
+            and meta.transfer_syntax != _DEFLATED and meta.bits_allocated in (8, 16, 32)
+            and meta.samples_per_pixel == 1 and 0 < meta.bits_stored <= meta.bits_allocated
+            and meta.high_bit == meta.bits_stored - 1)
+
+
+def _read_native(fh, meta, frame_index: int) -> np.ndarray:
+    """One stored frame (rows, columns) read from its offset, masked/sign-extended like pydicom.
+
+    The unused high bits of each word may hold garbage (dcm_qa_12bit): unsigned values are
+    masked to BitsStored, signed ones sign-extended from HighBit, exactly as pydicom does.
+    """
+    bits = meta.bits_allocated
+    order = ">" if meta.transfer_syntax == _BIG_ENDIAN else "<"
+    dtype = np.dtype(f"{order}{'i' if meta.pixel_representation == 1 else 'u'}{bits // 8}")
+    count = meta.rows * meta.cols
+    fh.seek(meta.pixel_offset + frame_index * count * dtype.itemsize)
+    pixels = np.fromfile(fh, dtype=dtype, count=count)
+    if pixels.size != count:
+        raise InputError(meta.path, f"pixel data ends early ({pixels.size} of {count} values in frame "
+                         f"{frame_index + 1})", "the file is truncated; re-export the series")
+    if not dtype.isnative:
+        pixels = pixels.byteswap().view(dtype.newbyteorder("="))
+    unused = bits - meta.bits_stored
+    if unused:
+        if meta.pixel_representation == 1:
+            pixels <<= unused
+            pixels >>= unused  # arithmetic shift: copies the sign bit (HighBit) down
+        else:
+            pixels &= (1 << meta.bits_stored) - 1
+    return pixels.reshape(meta.rows, meta.cols)
+
+
 def _decode_file(path: str, placements: list[tuple[Frame, int]], out: np.ndarray, verify: bool) -> None:
     from pydicom.pixels import iter_pixels, pixel_array
 
     first = placements[0][0]
-    source = path
-    if first.meta.transfer_syntax == _DEFLATED:
-        # pydicom's pixel functions read a path as stored; a deflated data set must be inflated
-        # by a full dcmread first.
-        import pydicom
+    meta = first.meta
+    if _native_ok(meta):
+        with open(path, "rb") as fh:
+            if first.layout == "multiframe":
+                for frame, k in placements:
+                    _place(path, frame, k, _read_native(fh, meta, frame.index_in_file), out, verify)
+                return
+            pixels = _read_native(fh, meta, 0)
+    else:
+        source = path
+        if meta.transfer_syntax == _DEFLATED:
+            # pydicom's pixel functions read a path as stored; a deflated data set must be
+            # inflated by a full dcmread first.
+            import pydicom
 
-        source = pydicom.dcmread(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if first.layout == "multiframe":
-            wanted = sorted(placements, key=lambda p: p[0].index_in_file)
-            indices = [frame.index_in_file for frame, _ in wanted]
-            for (frame, k), pixels in zip(wanted, iter_pixels(source, indices=indices)):
-                _place(path, frame, k, pixels, out, verify)
-            return
-        pixels = pixel_array(source)
+            source = pydicom.dcmread(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if first.layout == "multiframe":
+                wanted = sorted(placements, key=lambda p: p[0].index_in_file)
+                indices = [frame.index_in_file for frame, _ in wanted]
+                for (frame, k), pixels in zip(wanted, iter_pixels(source, indices=indices)):
+                    _place(path, frame, k, pixels, out, verify)
+                return
+            pixels = pixel_array(source)
     if pixels.ndim == 3 and pixels.shape[0] == 1:
         pixels = pixels[0]
     for frame, k in placements:

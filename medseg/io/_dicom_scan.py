@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg.io._dicom_frames import FileMeta, Frame, frames_from_header
+from medseg.io._dicom_frames import FileMeta, Frame, fast_get, frames_from_header
 from medseg.progress import ProgressCallback, report
 
 __all__ = ["HeaderScan", "RejectedFile", "scan_headers", "find_files"]
@@ -21,6 +21,7 @@ __all__ = ["HeaderScan", "RejectedFile", "scan_headers", "find_files"]
 #: Transfer syntaxes whose pixel data is stored as plain words (so its length can be checked).
 _NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", ""}
 _IMPLICIT_VR = "1.2.840.10008.1.2"
+_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 _MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index of the files, not an image
 
 
@@ -74,11 +75,10 @@ def _is_dicom_start(head: bytes) -> tuple[bool, bool]:
 
 
 def _expected_pixel_bytes(ds) -> int:
-    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-    frames = int(ds.get("NumberOfFrames") or 1) if str(ds.get("NumberOfFrames") or "1").strip() else 1
-    samples = int(ds.get("SamplesPerPixel") or 1)
-    bits = int(ds.get("BitsAllocated") or 16)
-    total_bits = rows * cols * frames * samples * bits
+    rows, cols = fast_get(ds, "Rows", 0), fast_get(ds, "Columns", 0)
+    frames = fast_get(ds, "NumberOfFrames", 1)
+    samples, bits = fast_get(ds, "SamplesPerPixel", 1), fast_get(ds, "BitsAllocated", 16)
+    total_bits = int(rows) * int(cols) * int(frames or 1) * int(samples) * int(bits)
     return (total_bits + 7) // 8
 
 
@@ -99,14 +99,32 @@ def _cut_header(ds) -> str:
                 and len(last.value) < last.length:
             return f"element {last.tag} has {len(last.value)} of {last.length} bytes"
     meta = getattr(ds, "file_meta", None)
-    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
-    if sop_class and not ds.get("Rows") and UID(sop_class).name.endswith("Image Storage"):
+    sop_class = str(fast_get(ds, "SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
+    if sop_class and not fast_get(ds, "Rows") and UID(sop_class).name.endswith("Image Storage"):
         return f"a {UID(sop_class).name} object that ends before its image attributes"
     return ""
 
 
+def _pixel_value_offset(head: bytes, tag_at: int, syntax: str) -> int | None:
+    """File offset of the Pixel Data value, from the element header found at ``tag_at``."""
+    big = syntax == _BIG_ENDIAN
+    if len(head) < 8 or head[:4] != (b"\x7f\xe0\x00\x10" if big else b"\xe0\x7f\x10\x00"):
+        return None
+    if syntax == _IMPLICIT_VR:
+        length, start = int.from_bytes(head[4:8], "little"), tag_at + 8
+    elif len(head) >= 12 and head[4:6] in (b"OW", b"OB"):
+        length, start = int.from_bytes(head[8:12], "big" if big else "little"), tag_at + 12
+    else:
+        return None
+    return None if length == 0xFFFFFFFF else start
+
+
 def _read_header(path: Path):
-    """Parse one header; returns (dataset | None, problem | None, is_dicom)."""
+    """Parse one header; returns ``(dataset | None, problem-or-pixel-offset, is_dicom)``.
+
+    The middle item is a problem text when the file is damaged, else the file offset of its
+    uncompressed pixel data (or None).
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -133,21 +151,24 @@ def _read_header(path: Path):
             return None, f"{path}: corrupt DICOM header ({type(exc).__name__}: {exc}); skipped", True
         pixel_tag_at = fh.tell()
         size = os.fstat(fh.fileno()).st_size
+        fh.seek(pixel_tag_at)
+        element_header = fh.read(12)
     cut = _cut_header(ds)
     if cut:
         return None, f"{path}: truncated or damaged DICOM header ({cut}); skipped", True
     syntax = str(getattr(ds, "file_meta", {}).get("TransferSyntaxUID", "") or "")
-    if ds.get("Rows") and syntax in _NATIVE_SYNTAXES:
-        header = 8 if syntax == _IMPLICIT_VR else 12
-        try:
-            expected = _expected_pixel_bytes(ds)
-        except (TypeError, ValueError):
-            expected = 0
-        available = size - pixel_tag_at - header
-        if expected and available < expected:
-            return ds, (f"{path}: truncated file (pixel data has {max(available, 0)} of {expected} bytes); "
-                        "skipped"), True
-    return ds, None, True
+    if not fast_get(ds, "Rows") or syntax not in _NATIVE_SYNTAXES:
+        return ds, None, True
+    offset = _pixel_value_offset(element_header, pixel_tag_at, syntax)
+    try:
+        expected = _expected_pixel_bytes(ds)
+    except (TypeError, ValueError):
+        expected = 0
+    available = size - (offset if offset is not None else pixel_tag_at + 12)
+    if expected and available < expected:
+        return ds, (f"{path}: truncated file (pixel data has {max(available, 0)} of {expected} bytes); "
+                    "skipped"), True
+    return ds, offset, True
 
 
 def scan_headers(root: Path, paths: list[Path] | None = None, *,
@@ -159,14 +180,16 @@ def scan_headers(root: Path, paths: list[Path] | None = None, *,
     scan.n_files = len(paths)
     for number, path in enumerate(paths):
         report(progress, number, len(paths), "scanning DICOM headers")
-        ds, problem, is_dicom = _read_header(path)
+        ds, found, is_dicom = _read_header(path)
         if not is_dicom:
             scan.non_dicom.append(str(path))
             continue
         if ds is None:
-            scan.file_warnings.append(problem)
+            scan.file_warnings.append(found)
             continue
-        meta, frames = frames_from_header(ds, str(path))
+        problem = found if isinstance(found, str) else None
+        offset = found if isinstance(found, int) else None
+        meta, frames = frames_from_header(ds, str(path), pixel_offset=offset)
         if problem is not None:
             # Header fine, pixels cut short: the file belongs to a known series; say so there,
             # and keep its frames (marked damaged) so their slice positions count as missing.
