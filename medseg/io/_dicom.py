@@ -35,6 +35,7 @@ from medseg.volume import SourceInfo, Volume
 
 __all__ = ["scan_dicom", "read_dicom"]
 
+
 def _common_folder(paths: list[str]) -> str:
     if len(paths) == 1:
         return paths[0]
@@ -164,15 +165,15 @@ def _scan_files(path: Path, files: list[Path], walk_warnings: list[str],
         raise InputError(path, f"holds no DICOM files ({scan.n_files} file(s) looked at, e.g. {example})",
                          "point to a folder with DICOM files")
     # Stable order: by folder of the series' first file, then series number, then split values.
-    first_file = {}
+    first_file: dict[str, str] = {}
     for plan, info in pairs:
         first_file[plan.series_uid] = min(first_file.get(plan.series_uid, info.path), info.path)
 
-    def order(pair):
+    def order(pair: tuple[VolumePlan, SeriesInfo]) -> tuple:
         plan, info = pair
-        split = tuple((k, v if isinstance(v, int) else str(v)) for k, v in plan.split.items())
-        return (first_file[plan.series_uid], info.extra["series_number"] or 0, plan.series_uid,
-                tuple((k, (0, v, "") if isinstance(v, int) else (1, 0, v)) for k, v in split))
+        split = tuple((name, (0, float(v), "") if isinstance(v, (int, float)) else (1, 0.0, str(v)))
+                      for name, v in plan.split.items())
+        return first_file[plan.series_uid], info.extra["series_number"] or 0, plan.series_uid, split
 
     pairs.sort(key=order)
     rejected.sort(key=lambda info: info.path)
@@ -211,17 +212,19 @@ _HINTS = {
 }
 
 
-def _explain(info: SeriesInfo, plan: VolumePlan, where: str, scan: HeaderScan) -> InputError:
+def _explain(info: SeriesInfo, plan: VolumePlan, where: str, scan: HeaderScan, allowed: set[str]) -> InputError:
     """The error for a chosen volume that cannot be read as asked: its first problem, and the
     files that were skipped (a damaged or unreadable slice is often why slices are missing)."""
     said = " ".join(text for _, text in plan.problems)
     skipped = [w for w in scan.series_warnings.get(plan.series_uid, []) + scan.file_warnings if w not in said]
     note = f" [{len(skipped)} other file(s) skipped; first: {skipped[0]}]" if skipped else ""
-    for code, text in sorted(plan.problems, key=lambda p: p[0] in _HINTS):
-        if code in _HINTS:
-            return InputError(where, f"series {info.index} ({info.key}): {text}{note}", _HINTS[code])
+    blocking = [text for code, text in plan.problems if code not in _HINTS]
+    if blocking:
         return InputError(where, f"series {info.index} ({info.key}) cannot be read as a 3D volume: "
-                          f"{text}{note}", "see `medseg info` for details")
+                          f"{blocking[0]}{note}", "see `medseg info` for details")
+    for code, text in plan.problems:
+        if code in _HINTS and code not in allowed:
+            return InputError(where, f"series {info.index} ({info.key}): {text}{note}", _HINTS[code])
     return InputError(where, f"series {info.index} ({info.key}) cannot be read: {info.problems[0]}",
                       "see `medseg info` for details")
 
@@ -263,7 +266,7 @@ def read_dicom(path: Path, series: str | int | None, *, allow_gaps: bool, allow_
                          "choose an image series (see `medseg info`)")
     plan = plans[chosen.index]
     if not chosen.readable:
-        raise _explain(chosen, plan, where, scan)
+        raise _explain(chosen, plan, where, scan, allowed)
     from medseg.io._dicom_pixels import decode_volume
 
     geo = plan.geometry
