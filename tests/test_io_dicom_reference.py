@@ -238,3 +238,29 @@ def test_philips_table_shift_is_kept(shared_data):
     a = load_volume(root / "1301_Dual-echo_iso", 0)
     b = load_volume(root / "2201_Dual-echo_FH-60_table_moved", 0)
     np.testing.assert_allclose(a.origin - b.origin, [0.0, 0.0, 60.0], atol=1e-6)
+
+
+def test_mosaic_tiles_stored_against_the_normal_are_reordered(shared_data, monkeypatch):
+    """A CSA SliceNormalVector opposite to row x column means tile 0 is the *last* slice along
+    the normal: k must still increase along the normal, so the tiles come in reverse order."""
+    import warnings
+
+    from medseg.io import _dicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel calls its DICOM code experimental on import
+        from nibabel.nicom import csareader
+
+    path = shared_data / REF / "dcm_qa_ts" / "In" / "1.dcm"
+    normal = load_volume(path)
+    real = csareader.get_slice_normal
+    monkeypatch.setattr(csareader, "get_slice_normal", lambda csa: [-v for v in real(csa)])
+    _dicom._CACHE.clear()
+    flipped = load_volume(path)
+    _dicom._CACHE.clear()
+    np.testing.assert_array_equal(flipped.array, normal.array[:, :, ::-1])
+    lps = flipped.affine_lps
+    cross = np.cross(lps[:3, 0], lps[:3, 1])
+    assert np.dot(cross, lps[:3, 2]) > 0  # k still runs along row x column
+    # Tile 0 stays where the CSA header puts it; it is now the last slice along the normal.
+    np.testing.assert_allclose(flipped.voxel_to_world([0, 0, 34]), normal.voxel_to_world([0, 0, 0]), atol=1e-6)
