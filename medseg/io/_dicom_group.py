@@ -210,6 +210,8 @@ def _base_key(identity: tuple, root: str) -> str:
     if identity[0]:
         return identity[0]
     folder = os.path.relpath(identity[1], root) if root else identity[1]
+    if folder == ".":
+        folder = os.path.basename(os.path.normpath(identity[1]))
     return f"noUID:{folder}" + (f"#series={identity[2]}" if identity[2] is not None else "")
 
 
