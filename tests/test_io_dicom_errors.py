@@ -209,3 +209,15 @@ def test_non_image_objects_are_listed_not_read(shared_data, capsys):
     infos = scan(seg)
     assert len(infos) == 1 and not infos[0].readable and infos[0].modality == "SEG"
     assert_one_line_error(capsys, "convert", str(seg), "/tmp/never.nii.gz", contains=["DICOM SEG"])
+
+
+def test_single_bad_files(shared_data, tmp_path, capsys):
+    text = tmp_path / "notes.dcm"
+    text.write_text("not DICOM at all\n")
+    assert_one_line_error(capsys, "convert", str(text), str(tmp_path / "o.nii.gz"),
+                          contains=[str(text), "is not a DICOM file"])
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes((shared_data / CT3 / "01.dcm").read_bytes()[:700])
+    with pytest.raises(InputError, match="truncated or damaged DICOM header"):
+        load_volume(cut)
+    assert_one_line_error(capsys, "info", str(cut), contains=[str(cut), "truncated or damaged"])

@@ -158,6 +158,10 @@ def _scan_files(path: Path, files: list[Path], walk_warnings: list[str],
     pairs = [(plan, _info_for_plan(plan, scan)) for plan in plans]
     rejected = _infos_for_rejected(scan)
     if not pairs and not rejected:
+        if path.is_file():
+            problem = scan.file_warnings[0].split(": ", 1)[-1] if scan.file_warnings else "is not a DICOM file"
+            raise InputError(path, problem.removesuffix("; skipped"),
+                             "give a DICOM file or a folder that holds DICOM files")
         if scan.file_warnings:
             raise InputError(path, f"holds no readable DICOM file ({scan.file_warnings[0]})",
                              "check the files' permissions, or re-export the series")
