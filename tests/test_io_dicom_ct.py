@@ -243,7 +243,8 @@ def test_enhanced_ct_functional_group_rescale(shared_data):
     assert (int(vol.array.min()), int(vol.array.max())) == (-1024, 172)
     ds = pydicom.dcmread(path)
     frames = ds.pixel_array
-    ipp = [np.array(f.PlanePositionSequence[0].ImagePositionPatient, float) for f in ds.PerFrameFunctionalGroupsSequence]
+    ipp = [np.array(f.PlanePositionSequence[0].ImagePositionPatient, float)
+           for f in ds.PerFrameFunctionalGroupsSequence]
     # Orientation (-1,0,0 / 0,1,0): the normal points to -z, so k follows decreasing z.
     order = np.argsort([-p[2] for p in ipp])
     for k, frame_index in enumerate(order):

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Frame", "FileMeta", "frames_from_header", "fast_get", "ENHANCED_IMAGE_CLASSES"]
+from medseg.io._dicom_values import codes as _codes
+from medseg.io._dicom_values import get as _get
+from medseg.io._dicom_values import integer as _int
+from medseg.io._dicom_values import number as _float
+from medseg.io._dicom_values import text as _text
+from medseg.io._dicom_values import vector as _vector
+
+__all__ = ["Frame", "FileMeta", "frames_from_header", "ENHANCED_IMAGE_CLASSES"]
 
 #: SOP classes whose geometry lives in functional groups (enhanced CT/MR/PET/XA and legacy-converted).
 ENHANCED_IMAGE_CLASSES = {
@@ -95,122 +102,6 @@ class Frame:
     @property
     def path(self) -> str:
         return self.meta.path
-
-
-def _text(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
-
-
-def _float(value, default: float | None = None) -> float | None:
-    try:
-        if value is None or value == "":
-            return default
-        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-            value = value[0]
-        result = float(value)
-        return result if np.isfinite(result) else default
-    except (TypeError, ValueError, IndexError):
-        return default
-
-
-def _int(value, default: int | None = None) -> int | None:
-    number = _float(value)
-    return default if number is None else int(round(number))
-
-
-def _vector(value, n: int) -> np.ndarray | None:
-    try:
-        if value is None or len(value) != n:
-            return None
-        out = np.array([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    return out if np.all(np.isfinite(out)) else None
-
-
-_FAIL = object()
-_BINARY = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
-_TEXT = {"UI", "CS", "SH", "DT", "TM", "DA", "LO", "AS"}
-_KEYWORDS: dict[str, tuple[int | None, str | None]] = {}
-
-
-def _parse_raw(elem, vr: str):
-    """Value of a raw (unconverted) element for the few VRs medseg needs, or ``_FAIL``.
-
-    Reading a header touches ~50 attributes per file; pydicom's full conversion (validation,
-    DSfloat objects) of each costs more than parsing the file. Numbers and codes are plain ASCII
-    in DICOM, so they are decoded here directly; anything unexpected goes the pydicom way.
-    """
-    raw = elem.value
-    if not isinstance(raw, bytes) or (elem.VR is not None and elem.VR != vr):
-        return _FAIL
-    try:
-        if vr in _BINARY:
-            import struct
-
-            code = _BINARY[vr]
-            count = len(raw) // struct.calcsize(code)
-            values = struct.unpack(("<" if elem.is_little_endian else ">") + code * count, raw[: count * struct.calcsize(code)])
-            return None if not values else (values[0] if count == 1 else list(values))
-        text = raw.decode("ascii").strip(" \x00")
-        if not text:
-            return None
-        if vr in ("DS", "IS"):
-            numbers = [float(part) for part in text.split("\\")]
-            if vr == "IS":
-                numbers = [int(n) for n in numbers]
-            return numbers[0] if len(numbers) == 1 else numbers
-        if vr in _TEXT:
-            parts = [part.strip() for part in text.split("\\")]
-            return parts[0] if len(parts) == 1 else parts
-    except (UnicodeDecodeError, ValueError, OverflowError):
-        return _FAIL
-    return _FAIL
-
-
-def _get(ds, keyword: str, default=None):
-    """``ds.get(keyword)``, fast for plain numbers/codes, ``default`` for absent or unreadable values."""
-    if ds is None:
-        return default
-    entry = _KEYWORDS.get(keyword)
-    if entry is None:
-        from pydicom.datadict import dictionary_VR, tag_for_keyword
-
-        tag = tag_for_keyword(keyword)
-        entry = _KEYWORDS[keyword] = (tag, dictionary_VR(tag) if tag is not None else None)
-    tag, vr = entry
-    if tag is None:
-        return default
-    elem = ds.get_item(tag)
-    if elem is None:
-        return default
-    from pydicom.dataelem import RawDataElement
-
-    if isinstance(elem, RawDataElement) and vr in _BINARY.keys() | _TEXT | {"DS", "IS"}:
-        value = _parse_raw(elem, vr)
-        if value is not _FAIL:
-            return default if value is None else value
-    try:
-        value = ds[tag].value
-    except (ValueError, TypeError, OverflowError, KeyError):
-        return default
-    return default if value is None or value == "" else value
-
-
-fast_get = _get
-
-
-def _codes(value) -> tuple[str, ...]:
-    """A multi-valued code string (ImageType) as upper-case values; one value is a 1-tuple."""
-    if value is None or value == "":
-        return ()
-    if isinstance(value, str):
-        return (value.upper(),)
-    return tuple(str(v).upper() for v in value)
 
 
 def _file_meta(ds, path: str, pixel_offset: int | None = None) -> FileMeta:
@@ -412,7 +303,8 @@ def frames_from_header(ds, path: str, *, pixel_offset: int | None = None) -> tup
     if meta.sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.66"):
         return meta, "a DICOM SEG (segmentation), not an image; read it as a label map"
     if meta.samples_per_pixel != 1:
-        return meta, f"colour image ({meta.photometric}, {meta.samples_per_pixel} samples per pixel); medseg reads grey-level CT/MR"
+        return meta, (f"colour image ({meta.photometric}, {meta.samples_per_pixel} samples per pixel); "
+                      "medseg reads grey-level CT/MR")
     base = _classic_frame(ds, meta)
     n_frames = _int(_get(ds, "NumberOfFrames"), 1) or 1
     if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds or n_frames > 1:

@@ -13,7 +13,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg.io._dicom_frames import FileMeta, Frame, fast_get, frames_from_header
+from medseg.io._dicom_frames import FileMeta, Frame, frames_from_header
+from medseg.io._dicom_values import get as fast_get
 from medseg.progress import ProgressCallback, report
 
 __all__ = ["HeaderScan", "RejectedFile", "scan_headers", "find_files"]
