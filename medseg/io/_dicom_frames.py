@@ -91,7 +91,6 @@ class Frame:
     stack_id: str
     temporal: tuple = ()              # sort key among frames at one position
     instance_number: int | None = None
-    value_range: tuple[float, float] | None = None   # Smallest/LargestImagePixelValue
     mosaic_tiles_per_row: int = 0
     units: str = ""
     extra: dict = field(default_factory=dict)
@@ -171,13 +170,6 @@ def _temporal_key(ds, frame_content=None, frame_index: int = 0) -> tuple:
     return tuple((0, 0.0) if v is None else (1, v) for v in values)
 
 
-def _value_range(ds) -> tuple[float, float] | None:
-    low, high = _float(_get(ds, "SmallestImagePixelValue")), _float(_get(ds, "LargestImagePixelValue"))
-    if low is None or high is None or low > high:
-        return None
-    return low, high
-
-
 def _classic_frame(ds, meta: FileMeta) -> Frame:
     spacing = _vector(_get(ds, "PixelSpacing"), 2)
     thickness = _float(_get(ds, "SpacingBetweenSlices")) or _float(_get(ds, "SliceThickness"))
@@ -194,7 +186,7 @@ def _classic_frame(ds, meta: FileMeta) -> Frame:
         image_type=_codes(_get(ds, "ImageType")),
         echo_number=echo, echo_time=_float(_get(ds, "EchoTime")), stack_id="",
         temporal=_temporal_key(ds), instance_number=_int(_get(ds, "InstanceNumber")),
-        value_range=_value_range(ds), units=_text(_get(ds, "RescaleType")),
+        units=_text(_get(ds, "RescaleType")),
     )
 
 
@@ -227,7 +219,7 @@ def _mosaic_frames(ds, meta: FileMeta, base: Frame) -> list[Frame] | str:
             iop=base.iop, pixel_spacing=base.pixel_spacing, slice_spacing_hint=spacing,
             slope=base.slope, intercept=base.intercept, image_type=base.image_type,
             echo_number=base.echo_number, echo_time=base.echo_time, stack_id="",
-            temporal=base.temporal, instance_number=base.instance_number, value_range=base.value_range,
+            temporal=base.temporal, instance_number=base.instance_number,
             mosaic_tiles_per_row=int(wrapper.mosaic_size), units=base.units,
         ))
     return frames
@@ -281,7 +273,6 @@ def _multiframe_frames(ds, meta: FileMeta, base: Frame) -> list[Frame]:
             echo_time=_float(_get(echo_item, "EffectiveEchoTime")) if echo_item is not None else base.echo_time,
             stack_id=_text(_get(content, "StackID")) if content is not None else "",
             temporal=_temporal_key(ds, content, index), instance_number=base.instance_number,
-            value_range=None,
             units=_text(_get(transform, "RescaleType")) if transform is not None else base.units,
             extra={"in_stack_position": _int(_get(content, "InStackPositionNumber")) if content is not None else None},
         ))
