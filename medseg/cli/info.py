@@ -27,4 +27,6 @@ def run(args: argparse.Namespace) -> int:
               f"path {info.path}")
         for problem in info.problems:
             print(f"      problem: {problem}")
+        for note in info.notes:
+            print(f"      note: {note}")
     return 0

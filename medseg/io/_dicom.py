@@ -59,11 +59,11 @@ def _folder_notes(scan: HeaderScan) -> list[str]:
     return notes
 
 
-def _plan_notes(plan: VolumePlan, scan: HeaderScan) -> list[str]:
+def _plan_notes(plan: VolumePlan) -> list[str]:
+    """What the reader observed and handled (splits, tilt, sorting): facts, not problems."""
     notes = list(plan.warnings)
     for meta_note in sorted({n for f in plan.frames for n in f.meta.notes}):
         notes.append(meta_note)
-    notes += scan.series_warnings.get(plan.series_uid, [])
     return notes
 
 
@@ -73,9 +73,12 @@ def _info_for_plan(plan: VolumePlan, scan: HeaderScan) -> SeriesInfo:
     files = plan.files
     codes = sorted({code for code, _ in plan.problems})
     problems = [text for _, text in plan.problems]
-    for note in _plan_notes(plan, scan) + scan.file_warnings:
-        if not any(note in text for text in problems):
-            problems.append(note)
+    # Files that were skipped (corrupt, truncated, unreadable) are problems the user must see,
+    # even though the rest of the series is still read.
+    for text in scan.series_warnings.get(plan.series_uid, []) + scan.file_warnings:
+        if not any(text in known for known in problems):
+            problems.append(text)
+    notes = [n for n in _plan_notes(plan) if not any(n in known for known in problems)]
     spacing = geo.spacing_mm
     return SeriesInfo(
         index=0, key=plan.key, path=_common_folder(files), format="dicom",
@@ -83,7 +86,7 @@ def _info_for_plan(plan: VolumePlan, scan: HeaderScan) -> SeriesInfo:
         shape=(f0.cols, f0.rows, geo.n_slices),
         spacing_mm=None if spacing is None else tuple(round(s, 6) for s in spacing),
         orientation=_axcodes(geo.affine), n_slices=geo.n_slices, n_files=len(files),
-        problems=tuple(problems), readable=not codes,
+        problems=tuple(problems), notes=tuple(notes), readable=not codes,
         extra={
             "series_uid": plan.series_uid, "split": dict(plan.split), "problem_codes": codes,
             "series_number": f0.meta.series_number, "study_uid": f0.meta.study_uid,
@@ -291,7 +294,7 @@ def _source(plan: VolumePlan, info: SeriesInfo, scan: HeaderScan) -> SourceInfo:
         files[k] = os.path.relpath(frame.path, info.path) if os.path.isdir(info.path) else os.path.basename(frame.path)
     slopes = sorted({f.slope for f in plan.frames})
     intercepts = sorted({f.intercept for f in plan.frames})
-    notes = _plan_notes(plan, scan) + _folder_notes(scan)
+    notes = _plan_notes(plan) + scan.series_warnings.get(plan.series_uid, []) + _folder_notes(scan)
     if "gaps" in {c for c, _ in plan.problems}:
         missing = sorted(set(range(geo.n_slices)) - set(geo.grid_k))
         notes.append(f"read with missing slices allowed: {len(missing)} slice(s) at k = "

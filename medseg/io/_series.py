@@ -30,7 +30,10 @@ class SeriesInfo:
     orientation: str = ""
     n_slices: int = 0
     n_files: int = 0
+    #: What stops or endangers a read (missing slices, non-uniform spacing, 2D, 4D without a choice).
     problems: tuple[str, ...] = ()
+    #: Facts worth knowing that do not stop a read (split of a series, skipped files, gantry tilt).
+    notes: tuple[str, ...] = ()
     readable: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
