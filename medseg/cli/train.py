@@ -69,6 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where to train (default: auto = cuda if available)")
     parser.add_argument("--num-workers", type=int, default=0, metavar="N", help="data loading processes (default: 0)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
     parser.add_argument("--name", default="", help="model name written into the spec")
@@ -81,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
     from medseg.progress import tqdm_progress
     from medseg.training import TrainConfig, discover_cases, train
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     found = discover_cases(args.data)
     print(f"{args.data}: {len(found.cases)} case(s), {found.layout} layout; "
           f"classes {', '.join(found.class_names[1:]) or '(none)'}", flush=True)

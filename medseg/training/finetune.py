@@ -56,9 +56,10 @@ def transfer_weights(network: torch.nn.Module, state: dict[str, torch.Tensor], n
                      where: str) -> list[str]:
     """Copy ``state`` into ``network``; tensors that grew by new output channels are copied in part.
 
-    A tensor may differ from the network's only along one axis where the parent has
-    ``n_parent`` entries and the network more (output convolution weights along axis 0,
-    transposed convolutions along axis 1, biases). Returns the names of tensors copied in part.
+    A tensor may differ from the network's only along axes where the parent has ``n_parent``
+    entries and the network more (output convolutions along axis 0, transposed convolutions
+    along axis 1, a class-to-class residual unit along both, biases); the parent's block is
+    copied into the first ``n_parent`` entries. Returns the names of tensors copied in part.
 
     Raises
     ------
@@ -76,12 +77,14 @@ def transfer_weights(network: torch.nn.Module, state: dict[str, torch.Tensor], n
             merged[key] = old
             continue
         axes = [a for a, (o, n) in enumerate(zip(old.shape, value.shape)) if o != n]
-        if (old.ndim != value.ndim or len(axes) != 1 or old.shape[axes[0]] != n_parent
-                or value.shape[axes[0]] < n_parent):
+        if old.ndim != value.ndim or any(old.shape[a] != n_parent or value.shape[a] < n_parent for a in axes):
             raise ModelError(where, f"parent tensor {key} has shape {tuple(old.shape)}, the new network "
                              f"{tuple(value.shape)}", "fine-tune with the parent's architecture")
         grown = value.clone()
-        grown.narrow(axes[0], 0, n_parent).copy_(old)
+        block = grown
+        for axis in axes:  # e.g. MONAI UNet's last residual unit maps classes to classes: 2 axes
+            block = block.narrow(axis, 0, n_parent)
+        block.copy_(old)
         merged[key] = grown
         partial.append(key)
     unexpected = [k for k in state if k not in target]

@@ -47,40 +47,45 @@ __all__ = ["train", "TRAINING_FILE"]
 TRAINING_FILE = "training.json"
 
 
-def _cases(data: Any) -> tuple[list[TrainingCase], str]:
+def _cases(data: Any) -> tuple[list[TrainingCase], str, str | None]:
+    """(cases, root folder, modality the data declares) of any accepted ``data``."""
     if data is None:
-        return [], ""
-    if isinstance(data, DatasetDescription):
-        return list(data.cases), data.root
+        return [], "", None
     if isinstance(data, (str, os.PathLike)):
-        found = discover_cases(data)
-        return list(found.cases), found.root
-    return list(data), ""
+        data = discover_cases(data)
+    if isinstance(data, DatasetDescription):
+        return list(data.cases), data.root, data.modality
+    return list(data), "", None
 
 
-def _prepare_output(out: Path, record: dict[str, Any], *, restart: bool) -> None:
-    """Create the folder, or check that it holds a compatible run to resume (see module doc)."""
+def _check_output(out: Path, record: dict[str, Any], *, restart: bool) -> bool:
+    """Refuse a foreign or incompatible folder (writes nothing); True when a run can resume."""
     record_path = out / TRAINING_FILE
     if out.exists() and not out.is_dir():
         raise InputError(out, "exists and is not a folder", "choose another output folder")
-    if out.is_dir() and record_path.is_file() and not restart:
-        previous = json.loads(record_path.read_text(encoding="utf-8"))
-        changed = [k for k in RESUME_KEYS if previous.get("config", {}).get(k) != record["config"].get(k)]
-        if previous.get("labels") != record["labels"]:
-            changed.append("classes")
-        if previous.get("cases") != record["cases"]:
-            changed.append("training cases")
-        if changed:
-            raise InputError(out, f"holds a training run with other settings ({', '.join(changed)})",
-                             "use another output folder, or pass --restart to discard that run")
-        return
     if out.is_dir() and any(out.iterdir()) and not record_path.is_file():
         raise InputError(out, "is not empty and is not a medseg training folder",
                          "choose a new output folder; medseg will not write into it")
-    if restart:
-        shutil.rmtree(out / ckpt.CHECKPOINT_DIR, ignore_errors=True)
+    if restart or not record_path.is_file() or not (out / ckpt.CHECKPOINT_DIR / "last.json").is_file():
+        return False  # nothing finished yet: the run starts afresh
+    previous = json.loads(record_path.read_text(encoding="utf-8"))
+    changed = [k for k in RESUME_KEYS if previous.get("config", {}).get(k) != record["config"].get(k)]
+    if previous.get("labels") != record["labels"]:
+        changed.append("classes")
+    if previous.get("cases") != record["cases"]:
+        changed.append("training cases")
+    if changed:
+        raise InputError(out, f"holds a training run with other settings ({', '.join(changed)})",
+                         "use another output folder, or pass --restart to discard that run")
+    return True
+
+
+def _start_output(out: Path, record: dict[str, Any], *, resume: bool) -> None:
+    """Create the folder and its record; a fresh start removes an earlier run's checkpoints."""
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(record_path, json.dumps(record, indent=2) + "\n")
+    if not resume:
+        shutil.rmtree(out / ckpt.CHECKPOINT_DIR, ignore_errors=True)
+        write_text_atomic(out / TRAINING_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def _publish(out: Path, spec, state: dict[str, torch.Tensor], *, half: bool) -> None:
@@ -172,7 +177,8 @@ def train(
     started = time.time()
     say = log or (lambda line: None)
     out = Path(output)
-    cases, root = _cases(data)
+    cases, root, modality = _cases(data)
+    config = config.replace(modality=config.modality or modality or "CT")
     synthetic = list(synthetic_sources)
     if not cases and not synthetic:
         raise InputError(root or "DATA", "holds no training cases", "add images with label maps")
@@ -192,7 +198,7 @@ def train(
               "parent": parent or None, "data_root": root,
               "cases": {"train": [c.name for c in train_cases], "validation": [c.name for c in val_cases],
                         "synthetic": [c.name for c in synthetic]}}
-    _prepare_output(out, record, restart=restart)
+    resume = _check_output(out, record, restart=restart)
 
     device = _device(config.device)
     seed_everything(config.seed)
@@ -210,6 +216,7 @@ def train(
 
     train_items, synth_items, val_items = load_items(train_cases, synthetic, val_cases, pre, model_labels,
                                                      augment=True, progress=progress, cancel=cancel)
+    _start_output(out, record, resume=resume)
     from medseg.training.sampling import make_loader, steps_for
 
     steps_per_epoch = config.steps_per_epoch or steps_for(len(train_items) + len(synth_items), config)
@@ -226,7 +233,7 @@ def train(
     best_epoch = 0
     start_epoch = 1
     resumed_from = 0
-    found = ckpt.load_checkpoint(out)
+    found = ckpt.load_checkpoint(out) if resume else None
     if found is not None:
         network.load_state_dict(found.model_state)
         optimizer.load_state_dict(found.state["optimizer"])

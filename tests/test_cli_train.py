@@ -1,0 +1,114 @@
+"""``medseg train`` from the command line: a tiny real run, and bad input as one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.cli.main import main
+
+
+def _write(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+
+
+@pytest.fixture(scope="module")
+def real_pairs(shared_data, tmp_path_factory) -> Path:
+    """Two slabs of the real 3 mm CT with liver and spleen labels, as image/label pairs."""
+    import nibabel as nib
+
+    root = shared_data / "totalsegmentator"
+    ct = nib.load(str(root / "example_ct.nii.gz"))
+    seg = np.asarray(nib.load(str(root / "example_seg_fast_force_split.nii.gz")).dataobj)
+    image = np.asarray(ct.dataobj).astype(np.int16)
+    out = tmp_path_factory.mktemp("cli_pairs")
+    for name, k0 in (("a", 64), ("b", 76)):
+        affine = ct.affine.copy()
+        affine[:3, 3] = ct.affine[:3, :3] @ [10, 10, k0] + ct.affine[:3, 3]
+        box = (slice(10, 110), slice(10, 90), slice(k0, k0 + 20))
+        label = np.select([seg[box] == 5, seg[box] == 1], [1, 2], 0).astype(np.uint8)
+        _write(out / f"{name}_image.nii.gz", image[box], affine)
+        _write(out / f"{name}_label.nii.gz", label, affine)
+    (out / "labels.json").write_text('{"0": "background", "1": "liver", "2": "spleen"}')
+    return out
+
+
+def test_help_lists_the_options_without_importing_torch():
+    code = ("import sys; from medseg.cli.main import main\n"
+            "try:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    for option in ("--arch", "--spacing", "--epochs", "--from", "--val-fraction", "--device", "-o MODEL_DIR"):
+        assert option in out
+    assert "corrected" in out and out.strip().endswith("NO-TORCH")
+
+
+@pytest.mark.shared_data
+def test_cli_trains_on_real_pairs_and_resumes(real_pairs, tmp_path, capsys):
+    out = tmp_path / "model"
+    args = ["train", str(real_pairs), "-o", str(out), "--size", "tiny", "--roi", "32", "--spacing", "6",
+            "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "1", "--val-fraction", "0.5", "--quiet"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "2 case(s), pairs layout; classes liver, spleen" in text
+    assert "epoch 2/2: loss" in text and "validation mean Dice" in text
+    assert f"segment with: medseg segment IMAGE --model {out}" in text
+    spec = json.loads((out / "medseg-model.json").read_text())
+    assert [c["name"] for c in spec["labels"]] == ["background", "liver", "spleen"]
+    assert spec["preprocessing"]["spacing_mm"] == [6.0, 6.0, 6.0] and spec["network"]["arch"] == "unet"
+    # The same command again: nothing left to train, the model is kept.
+    assert main(args) == 0
+    assert "resuming" in capsys.readouterr().out
+
+
+def _one_line_error(args, capsys) -> str:
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("medseg train: error: ")
+    return err
+
+
+def test_empty_data_folder_is_one_line(tmp_path, capsys):
+    err = _one_line_error(["train", str(tmp_path), "-o", str(tmp_path / "m")], capsys)
+    assert "holds no training cases" in err
+
+
+@pytest.mark.shared_data
+def test_bad_inputs_are_one_line_errors(real_pairs, tmp_path, capsys):
+    import shutil
+
+    import nibabel as nib
+
+    base = ["-o", str(tmp_path / "m"), "--size", "tiny", "--roi", "32", "--spacing", "6", "--epochs", "1",
+            "--steps-per-epoch", "1", "--quiet"]
+    # An image without a label map.
+    orphan = tmp_path / "orphan"
+    shutil.copytree(real_pairs, orphan)
+    (orphan / "b_label.nii.gz").unlink()
+    assert "b_image.nii.gz: 1 image(s) have no label map (b)" in _one_line_error(["train", str(orphan), *base], capsys)
+    # A label map on another grid than its image: the error names both files.
+    shifted = tmp_path / "shifted"
+    shutil.copytree(real_pairs, shifted)
+    img = nib.load(str(shifted / "a_label.nii.gz"))
+    affine = img.affine.copy()
+    affine[2, 3] += 15.0
+    _write(shifted / "a_label.nii.gz", np.asarray(img.dataobj), affine)
+    err = _one_line_error(["train", str(shifted), *base], capsys)
+    assert "a_label.nii.gz: is on another grid than its image" in err and "a_image.nii.gz" in err
+    # Label values that have no name.
+    unnamed = tmp_path / "unnamed"
+    shutil.copytree(real_pairs, unnamed)
+    (unnamed / "labels.json").write_text('{"1": "liver"}')
+    err = _one_line_error(["train", str(unnamed), *base], capsys)
+    assert "has label values [2] that have no class name" in err
+    # An option out of range.
+    err = _one_line_error(["train", str(real_pairs), *base, "--val-fraction", "1.5"], capsys)
+    assert "val_fraction must be in [0, 1)" in err

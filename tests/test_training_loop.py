@@ -1,0 +1,206 @@
+"""Training end to end on a tiny crop of a real CT: model folder, reload, segment, resume, fine-tune."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medseg.errors import CancelledError, InputError
+
+pytestmark = pytest.mark.shared_data
+
+#: Tiny network, 32^3 windows at 6 mm: a few seconds per run on two cores.
+TINY = dict(size="tiny", roi_size=(32, 32, 32), spacing_mm=(6.0, 6.0, 6.0), steps_per_epoch=2,
+            val_fraction=0.5, num_samples=1, batch_size=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(shared_data, tmp_path_factory) -> Path:
+    """Two crops (different slabs) of the real 3 mm CT with liver and right kidney labels."""
+    import nibabel as nib
+
+    root = shared_data / "totalsegmentator"
+    ct = nib.load(str(root / "example_ct.nii.gz"))
+    seg = np.asarray(nib.load(str(root / "example_seg_fast_force_split.nii.gz")).dataobj)
+    image = np.asarray(ct.dataobj).astype(np.int16)
+    labels = np.zeros(seg.shape, np.uint8)
+    labels[seg == 5] = 1  # TotalSegmentator liver
+    labels[seg == 2] = 2  # TotalSegmentator kidney_right
+    out = tmp_path_factory.mktemp("tiny_data")
+    for name, k0 in (("slab_a", 60), ("slab_b", 72)):
+        box = (slice(20, 76), slice(10, 70), slice(k0, k0 + 24))
+        affine = ct.affine.copy()
+        affine[:3, 3] = ct.affine[:3, :3] @ [20, 10, k0] + ct.affine[:3, 3]
+        nib.save(nib.Nifti1Image(image[box], affine), str(out / f"{name}_image.nii.gz"))
+        nib.save(nib.Nifti1Image(labels[box], affine), str(out / f"{name}_label.nii.gz"))
+    (out / "labels.json").write_text('{"0": "background", "1": "liver", "2": "kidney_right"}')
+    return out
+
+
+def _config(**changes):
+    from medseg.training import TrainConfig
+
+    return TrainConfig(**{**TINY, **changes})
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    from medseg.training import train
+
+    out = tmp_path_factory.mktemp("trained") / "model"
+    result = train(tiny_data, out, config=_config(epochs=2))
+    return out, result
+
+
+def test_training_writes_a_model_folder_that_reloads_and_segments(trained, tiny_data):
+    from medseg.inference import segment
+    from medseg.io import load_volume
+    from medseg.models.store import load_model
+
+    out, result = trained
+    assert result.epochs_completed == 2 and result.n_train_cases == 1 and result.n_val_cases == 1
+    assert result.labels == {"0": "background", "1": "liver", "2": "kidney_right"}
+    loaded = load_model(out)
+    assert loaded.spec.preprocessing.spacing_mm == (6.0, 6.0, 6.0)
+    assert loaded.spec.provenance["cases"]["validation"] in (["slab_a"], ["slab_b"])
+    assert loaded.spec.provenance["selected_epoch"] == result.selected_epoch
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and float(rows[0]["train_loss"]) > 0
+    assert 0.0 <= float(rows[1]["val_mean_dice"]) <= 1.0 and "val_dice_kidney_right" in rows[1]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "checkpoints" / "last.json").read_text())["epoch"] == 2
+    image = load_volume(tiny_data / "slab_a_image.nii.gz")
+    seg = segment(image, str(out), device="cpu")
+    assert seg.labels.same_grid(image)
+    assert set(np.unique(seg.labels.array)) <= {0, 1, 2}
+
+
+def test_resume_after_cancel_is_identical_to_an_uninterrupted_run(tiny_data, tmp_path):
+    from safetensors.torch import load_file
+
+    from medseg.progress import CancelToken
+    from medseg.training import train
+
+    config = _config(epochs=3, select="last")
+    train(tiny_data, tmp_path / "straight", config=config)
+    token = CancelToken()
+
+    def stop_in_epoch_2(done, total, message):
+        if message.startswith("train: epoch 2") and done == 1:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        train(tiny_data, tmp_path / "resumed", config=config, progress=stop_in_epoch_2, cancel=token)
+    assert json.loads((tmp_path / "resumed" / "checkpoints" / "last.json").read_text())["epoch"] == 1
+    assert not (tmp_path / "resumed" / "medseg-model.json").exists()
+    result = train(tiny_data, tmp_path / "resumed", config=config)
+    assert result.resumed_from_epoch == 1 and result.epochs_completed == 3
+    a = load_file(str(tmp_path / "straight" / "weights.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "weights.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    rows = list(csv.DictReader((tmp_path / "resumed" / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+
+
+def test_killed_training_process_resumes_to_the_same_epoch_count(tiny_data, tmp_path):
+    from medseg.training import train
+    from medseg.training.checkpoints import load_checkpoint
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "medseg.cli.main", "train", str(tiny_data), "-o", str(out), "--size", "tiny",
+           "--roi", "32", "--spacing", "6", "--epochs", "6", "--steps-per-epoch", "4", "--batch-size", "1",
+           "--val-fraction", "0.5", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    pointer = out / "checkpoints" / "last.json"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if pointer.is_file() and json.loads(pointer.read_text())["epoch"] >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training finished before it could be killed:\n" + proc.stdout.read().decode()
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    checkpoint = load_checkpoint(out)  # intact after the kill
+    killed_at = checkpoint.epoch
+    assert 1 <= killed_at < 6
+    assert len(checkpoint.state["history"]) == killed_at
+    result = train(tiny_data, out, config=_config(epochs=6, steps_per_epoch=4, num_samples=1, batch_size=1))
+    assert result.resumed_from_epoch == killed_at and result.epochs_completed == 6
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert load_checkpoint(out).epoch == 6
+
+
+def test_finetuning_keeps_parent_values_and_adds_new_classes(trained, tiny_data, tmp_path):
+    import nibabel as nib
+
+    from medseg.models.store import load_model
+    from medseg.training import train
+
+    parent, _ = trained
+    # New data: the same crop, kidney_right stored as value 1 and a "spleen" class at value 2.
+    data = tmp_path / "data"
+    data.mkdir()
+    img = nib.load(str(tiny_data / "slab_a_image.nii.gz"))
+    lab = np.asarray(nib.load(str(tiny_data / "slab_a_label.nii.gz")).dataobj)
+    swapped = np.zeros_like(lab)
+    swapped[lab == 2] = 1
+    swapped[30:34, 20:24, 5:9] = 2
+    nib.save(img, str(data / "c_image.nii.gz"))
+    nib.save(nib.Nifti1Image(swapped, img.affine), str(data / "c_label.nii.gz"))
+    (data / "labels.json").write_text('{"1": "kidney_right", "2": "spleen"}')
+    result = train(data, tmp_path / "tuned", config=_config(epochs=1, steps_per_epoch=1), parent=str(parent))
+    tuned = load_model(tmp_path / "tuned")
+    assert tuned.spec.labels.to_dict() == {"0": "background", "1": "liver", "2": "kidney_right", "3": "spleen"}
+    assert result.labels == tuned.spec.labels.to_dict()
+    assert tuned.spec.provenance["parent"]["path"] == str(parent)
+    assert tuned.spec.preprocessing == load_model(parent).spec.preprocessing
+
+
+def test_transfer_weights_copies_parent_channels_into_a_grown_output_layer(trained):
+    import torch
+
+    from medseg.models.networks import build_network
+    from medseg.models.store import load_model
+    from medseg.training.finetune import transfer_weights
+
+    parent = load_model(trained[0])
+    grown = build_network(parent.spec.network, 5)
+    partial = transfer_weights(grown, parent.network.state_dict(), 3, "parent")
+    assert partial  # the output layer grew
+    for key in partial:
+        old, new = parent.network.state_dict()[key], grown.state_dict()[key]
+        block = new
+        for axis in [a for a, (o, n) in enumerate(zip(old.shape, new.shape)) if o != n]:
+            block = block.narrow(axis, 0, 3)
+        assert torch.equal(block, old)
+    with pytest.raises(Exception, match="parent"):
+        transfer_weights(build_network(parent.spec.network.__class__("segresnet", {}), 3),
+                         parent.network.state_dict(), 3, "parent")
+
+
+def test_other_settings_or_foreign_folders_are_refused(trained, tiny_data, tmp_path):
+    from medseg.training import train
+
+    out, _ = trained
+    with pytest.raises(InputError, match=r"holds a training run with other settings \(epochs\)"):
+        train(tiny_data, out, config=_config(epochs=3))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="is not empty and is not a medseg training folder"):
+        train(tiny_data, foreign, config=_config(epochs=1))
+    assert (foreign / "notes.txt").read_text() == "mine"
