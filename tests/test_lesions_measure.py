@@ -272,3 +272,51 @@ def test_instance_map_volume_is_measured_with_its_ids():
     assert table.row(9).voxel_count == 18
     with pytest.raises(KeyError):
         table.row(1)
+
+
+def test_outline_segments_match_skimage_find_contours():
+    from scipy import ndimage
+    from skimage.measure import find_contours
+
+    from medseg.lesions.shape import outline_segments
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        plane = np.pad(ndimage.gaussian_filter(rng.random((25, 30)), 1.2) > 0.5, 1)
+        ours = {tuple(sorted(map(tuple, np.round(s, 6)))) for s in outline_segments(plane)}
+        theirs = {tuple(sorted([tuple(np.round(a, 6)), tuple(np.round(b, 6))]))
+                  for c in find_contours(plane.astype(float), 0.5, fully_connected="high")
+                  for a, b in zip(c[:-1], c[1:])}
+        assert ours == theirs
+
+
+def test_lattice_extremes_keep_every_hull_vertex():
+    from scipy import ndimage
+    from scipy.spatial import ConvexHull
+
+    from medseg.lesions.shape import boundary_points, lattice_extremes
+
+    rng = np.random.default_rng(4)
+    blob = np.pad(ndimage.gaussian_filter(rng.random((40, 35, 20)), 2) > 0.5, 1)
+    points = boundary_points(blob)
+    keep = lattice_extremes(points)
+    linear = np.array([[0.8, 0.1, 0.0], [0.0, 0.7, 0.3], [0.1, 0.0, 2.5]])
+    hull = set(ConvexHull(points @ linear.T).vertices)
+    assert hull <= set(np.flatnonzero(keep)) and keep.sum() < 0.1 * len(points)
+
+
+def test_long_axis_stays_within_one_cross_section():
+    # On its widest slice the lesion shows two islands joined through the slice below: the long
+    # axis is measured across one island, not from one island to the other.
+    mask = np.zeros((40, 20, 6), bool)
+    mask[5:15, 5:15, 2] = True
+    mask[25:35, 5:15, 2] = True
+    mask[5:35, 8:12, 1] = True  # the bridge, one slice lower
+    row, _ = measure(mask, np.diag([1.0, 1.0, 3.0, 1.0]))
+    assert row.axial_slice == 1  # the bridge slice: 30 x 4 voxels
+    assert row.axial_long_axis_mm == pytest.approx(np.hypot(30.0, 3.0))
+    islands_only = mask.copy()
+    islands_only[5:35, 8:12, 1] = False
+    islands_only[14:26, 9, 2] = True  # a one-voxel-wide 8-connected link on the same slice
+    row, _ = measure(islands_only, np.diag([1.0, 1.0, 3.0, 1.0]))
+    assert row.axial_long_axis_mm > 29  # now one cross-section spans both islands

@@ -61,22 +61,15 @@ class VoxelGroups:
         return cls(tuple(int(s) for s in shape), np.asarray(values, dtype=np.int64), offsets, ijk)
 
 
-def _flat_nonzero(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat indices of non-zero voxels in memory order, and the (i, j, k) index arrays.
+def _memory_order(array: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A flat view of ``array`` in its memory order and whether that order is Fortran's.
 
-    NIfTI data comes back Fortran-ordered from nibabel and cc3d keeps the input's order, so the
-    scan follows whichever order the array is stored in instead of copying it to C order.
+    NIfTI data comes back Fortran-ordered from nibabel and cc3d keeps the input's order, so
+    scans follow whichever order the array is stored in instead of copying it to C order.
     """
     if array.flags.f_contiguous and not array.flags.c_contiguous:
-        flat = array.T.reshape(-1)
-        index = np.flatnonzero(flat)
-        k, j, i = np.unravel_index(index, array.shape[::-1])
-    else:
-        array = np.ascontiguousarray(array)
-        flat = array.reshape(-1)
-        index = np.flatnonzero(flat)
-        i, j, k = np.unravel_index(index, array.shape)
-    return flat, index, np.stack([i, j, k], axis=1).astype(np.int64, copy=False)
+        return array.T.reshape(-1), True
+    return np.ascontiguousarray(array).reshape(-1), False
 
 
 def group_voxels(labels: np.ndarray, *, foreground: np.ndarray | None = None) -> VoxelGroups:
@@ -88,25 +81,28 @@ def group_voxels(labels: np.ndarray, *, foreground: np.ndarray | None = None) ->
         Label or instance map; 0 is background. Values must be >= 0.
     foreground : ndarray of bool, optional
         ``labels != 0`` when the caller already has it (scanning a bool array is several times
-        faster than scanning a uint32 one); must have the same memory order as ``labels``.
+        faster than scanning a uint32 one).
 
     Returns
     -------
     VoxelGroups
-        Groups in ascending label value.
+        Groups in ascending label value; voxels of a group in memory order.
     """
     if foreground is None:
         foreground = labels != 0
-    if foreground.flags.f_contiguous != labels.flags.f_contiguous:
-        labels = np.asfortranarray(labels) if foreground.flags.f_contiguous else np.ascontiguousarray(labels)
-    _, index, ijk = _flat_nonzero(foreground)
-    if labels.flags.f_contiguous and not labels.flags.c_contiguous:
-        values = labels.T.reshape(-1)[index]
-    else:
-        values = np.ascontiguousarray(labels).reshape(-1)[index]
+    flat_mask, fortran = _memory_order(foreground)
+    if labels.flags.f_contiguous != foreground.flags.f_contiguous or labels.flags.c_contiguous != foreground.flags.c_contiguous:
+        labels = np.asfortranarray(labels) if fortran else np.ascontiguousarray(labels)
+    flat_labels, _ = _memory_order(labels)
+    index = np.flatnonzero(flat_mask)
+    values = flat_labels[index]
+    if values.size and values.dtype.itemsize > 2 and int(values.max()) <= np.iinfo(np.uint16).max:
+        values = values.astype(np.uint16)  # numpy's stable sort is a radix sort for 16-bit keys
     order = np.argsort(values, kind="stable")
-    values = values[order]
-    ijk = ijk[order]
+    values, index = values[order], index[order]
+    shape = labels.shape[::-1] if fortran else labels.shape
+    coords = np.unravel_index(index, shape)
+    ijk = np.stack(coords[::-1] if fortran else coords, axis=1).astype(np.int64, copy=False)
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if values.size else np.zeros(0, np.int64)
     offsets = np.r_[starts, values.size].astype(np.int64)
     return VoxelGroups(tuple(int(s) for s in labels.shape), values[starts].astype(np.int64), offsets, ijk)

@@ -150,8 +150,14 @@ def split_component(ijk: np.ndarray, spacing_mm: np.ndarray, *, h_mm: float, con
         return [ijk]
     crop, start = crop_mask(ijk)
     distance = ndimage.distance_transform_edt(crop, sampling=np.asarray(spacing_mm, dtype=np.float64))
+    full = np.ones((3, 3, 3), bool)
+    # Connected sets of voxels not lower than any neighbour are exactly the regional maxima; with
+    # one of them there is nothing to split, and the costly h-maxima transform is skipped.
+    _, n_regional = ndimage.label((ndimage.maximum_filter(distance, footprint=full) == distance) & crop, full)
+    if n_regional <= 1:
+        return [ijk]
     peaks = h_maxima(distance, float(h_mm)).astype(bool) & crop
-    markers, n_markers = ndimage.label(peaks, structure=np.ones((3, 3, 3), bool))
+    markers, n_markers = ndimage.label(peaks, structure=full)
     if n_markers <= 1:
         return [ijk]
     local = ijk - start
@@ -189,11 +195,19 @@ def _ordered(groups: VoxelGroups, affine: np.ndarray, order: str) -> np.ndarray:
     raise InputError("order", f"{order!r} is not an id order", "use 'volume' or 'position'")
 
 
-def _instance_map(shape, groups: VoxelGroups) -> np.ndarray:
-    dtype = np.uint16 if len(groups) < np.iinfo(np.uint16).max else np.uint32
-    out = np.zeros(shape, dtype=dtype)
+def _instance_map(components: np.ndarray, removed: np.ndarray, groups: VoxelGroups) -> np.ndarray:
+    """Write the final ids into cc3d's output array (already allocated and touched).
+
+    Only lesion voxels are written: ``removed`` (dust) voxels become 0, every group its id.
+    A new array is made only when the ids no longer fit cc3d's dtype.
+    """
+    out = components
+    if len(groups) > np.iinfo(out.dtype).max:
+        out = np.zeros(out.shape, np.uint32)
+    elif len(removed):
+        out[removed[:, 0], removed[:, 1], removed[:, 2]] = 0
     if len(groups):
-        ids = np.repeat(groups.values.astype(dtype), groups.counts)
+        ids = np.repeat(groups.values.astype(out.dtype), groups.counts)
         out[groups.ijk[:, 0], groups.ijk[:, 1], groups.ijk[:, 2]] = ids
     return out
 
@@ -274,7 +288,6 @@ def find_instances(
     components, n_components = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
     check_cancel(cancel, where)
     groups = group_voxels(components, foreground=mask)
-    del components
     voxel_mm3 = volume.voxel_volume_ml * 1000.0
     keep = groups.counts * voxel_mm3 >= min_volume_mm3
     n_dust = int(np.count_nonzero(~keep))
@@ -296,7 +309,8 @@ def find_instances(
     unordered = VoxelGroups.from_parts(volume.shape, parts)
     permutation = _ordered(unordered, volume.affine, order)
     final = VoxelGroups.from_parts(volume.shape, [unordered.voxels(g) for g in permutation])
-    labels = Volume(_instance_map(volume.shape, final), volume.affine, volume.modality,
+    dust = np.concatenate([groups.voxels(g) for g in np.flatnonzero(~keep)] or [np.zeros((0, 3), np.int64)])
+    labels = Volume(_instance_map(components, dust, final), volume.affine, volume.modality,
                     volume.source.replace(path=""))
     report(progress, 3, 3, "lesions: done")
     return LesionInstances(labels, final, connectivity, float(min_volume_mm3), split_h_mm, order,

@@ -16,8 +16,8 @@ from medseg.errors import InputError
 from medseg.lesions._voxels import crop_mask
 from medseg.lesions.instances import LesionInstances, instances_from_map
 from medseg.lesions.masks import require_integer_labels, require_same_grid, volume_name
-from medseg.lesions.shape import (axial_diameters, boundary_points, farthest_pair, mesh_area_volume,
-                                  slice_axis, sphericity)
+from medseg.lesions.shape import (axial_diameters, boundary_faces, boundary_points, farthest_pair,
+                                  lattice_extremes, mesh_area_volume, slice_axis, sphericity)
 from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
 from medseg.volume import Volume
 
@@ -123,67 +123,106 @@ def percentile_key(q: float) -> str:
     return f"p{int(q):02d}" if float(q).is_integer() else f"p{q:g}"
 
 
-def _organ_of(ijk, crop, start, organs: np.ndarray, ignore: set[int], names: Mapping[int, str]):
-    """Majority organ value under the lesion; if none, in a one-voxel shell around it."""
+def _segment_ids(groups) -> np.ndarray:
+    return np.repeat(np.arange(len(groups)), groups.counts)
+
+
+def _intensity_statistics(groups, image: np.ndarray, percentiles: tuple[float, ...]) -> dict[str, np.ndarray]:
+    """Mean, population std, min, max and percentiles of every lesion at once (sorted segments).
+
+    Percentiles use numpy's default linear interpolation between order statistics.
+    """
+    ijk, starts, counts = groups.ijk, groups.offsets[:-1], groups.counts
+    values = image[ijk[:, 0], ijk[:, 1], ijk[:, 2]].astype(np.float64)
+    segment = _segment_ids(groups)
+    mean = np.add.reduceat(values, starts) / counts
+    variance = np.add.reduceat((values - mean[segment]) ** 2, starts) / counts
+    if image.dtype.kind in "iub" and image.dtype.itemsize <= 4:
+        # One integer sort of (lesion, value) keys is several times faster than a lexsort.
+        raw = image[ijk[:, 0], ijk[:, 1], ijk[:, 2]].astype(np.int64)
+        low = int(raw.min())
+        keys = (segment.astype(np.int64) << 33) | (raw - low)
+        keys.sort()
+        ordered = ((keys & ((1 << 33) - 1)) + low).astype(np.float64)
+    else:
+        ordered = values[np.lexsort((values, segment))]
+    stats = {"mean": mean, "std": np.sqrt(variance), "min": ordered[starts],
+             "max": ordered[starts + counts - 1]}
+    for q in percentiles:
+        position = (counts - 1) * (q / 100.0)
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, counts - 1)
+        fraction = position - low
+        lo_v, hi_v = ordered[starts + low], ordered[starts + high]
+        stats[percentile_key(q)] = lo_v + (hi_v - lo_v) * fraction
+    return stats
+
+
+def _majority(values: np.ndarray, segment: np.ndarray, n: int, ignore: set[int]):
+    """Per segment: most frequent valid value (ties: the smaller), its count, segment size."""
+    totals = np.bincount(segment, minlength=n)
+    valid = values > 0
+    if ignore:
+        valid &= ~np.isin(values, list(ignore))
+    best_value = np.zeros(n, np.int64)
+    best_count = np.zeros(n, np.int64)
+    if valid.any():
+        base = int(values[valid].max()) + 1
+        codes, counts = np.unique(segment[valid] * base + values[valid], return_counts=True)
+        pairs = np.stack([codes // base, codes % base], axis=1)
+        # Sort by segment, then count descending, then value ascending: the first of each segment wins.
+        order = np.lexsort((pairs[:, 1], -counts, pairs[:, 0]))
+        pairs, counts = pairs[order], counts[order]
+        first = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]
+        best_value[pairs[first, 0]] = pairs[first, 1]
+        best_count[pairs[first, 0]] = counts[first]
+    return best_value, best_count, totals
+
+
+def _organ_assignment(groups, organs: np.ndarray, ignore: set[int]):
+    """(value, fraction, source) per lesion by overlap; 0 where the lesion overlaps no organ."""
+    ijk = groups.ijk
+    values = organs[ijk[:, 0], ijk[:, 1], ijk[:, 2]].astype(np.int64)
+    value, count, total = _majority(values, _segment_ids(groups), len(groups), ignore)
+    source = np.where(count > 0, "overlap", "").astype(object)
+    return value, count / np.maximum(total, 1), source
+
+
+def _organ_around(crop, start, organs: np.ndarray, ignore: set[int]) -> tuple[int, float]:
+    """Majority organ in the one-voxel shell around a lesion that overlaps no organ (0 if none)."""
     from scipy import ndimage
 
-    values = organs[ijk[:, 0], ijk[:, 1], ijk[:, 2]].astype(np.int64)
-    source = "overlap"
-    valid = (values > 0) & ~np.isin(values, list(ignore))
-    total = len(values)
-    if not valid.any():
-        shell = ndimage.binary_dilation(crop, structure=np.ones((3, 3, 3), bool)) & ~crop
-        idx = np.argwhere(shell) + start
-        inside = np.all((idx >= 0) & (idx < np.array(organs.shape)), axis=1)
-        idx = idx[inside]
-        values = organs[idx[:, 0], idx[:, 1], idx[:, 2]].astype(np.int64)
-        valid = (values > 0) & ~np.isin(values, list(ignore))
-        total = len(values)
-        source = "border"
-        if not valid.any():
-            return 0, "", 0.0, ""
-    found, counts = np.unique(values[valid], return_counts=True)
-    best = int(np.argmax(counts))  # ties: the smaller value, as np.unique sorts
-    value = int(found[best])
-    return value, names.get(value, str(value)), float(counts[best] / total), source
+    lo = np.maximum(start, 0)
+    hi = np.minimum(start + np.array(crop.shape), organs.shape)
+    if not organs[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].any():
+        return 0, 0.0  # nothing around at all: the common case, without a dilation
+    shell = np.argwhere(ndimage.binary_dilation(crop, structure=np.ones((3, 3, 3), bool)) & ~crop) + start
+    shell = shell[np.all((shell >= 0) & (shell < np.array(organs.shape)), axis=1)]
+    around = organs[shell[:, 0], shell[:, 1], shell[:, 2]].astype(np.int64)
+    value, count, total = _majority(around, np.zeros(len(around), np.int64), 1, ignore)
+    return (int(value[0]), float(count[0] / total[0])) if count[0] else (0, 0.0)
 
 
 def _tuple3(a) -> tuple[float, float, float]:
     return tuple(float(x) for x in a)  # type: ignore[return-value]
 
 
-def _measure_one(lesion_id, ijk, instances_volume: Volume, axis, image, organs, ignore, names, percentiles):
-    affine = instances_volume.affine
-    crop, start = crop_mask(ijk)
-    mean_ijk = ijk.mean(axis=0)
-    centroid = mean_ijk @ affine[:3, :3].T + affine[:3, 3]
-    axial = axial_diameters(crop, start, affine, axis)
-    surface = (boundary_points(crop) + start) @ affine[:3, :3].T + affine[:3, 3]
+def _shape_of(crop, start, affine, axis) -> dict:
+    """The per-lesion geometric measurements (the part that needs the lesion's own crop)."""
+    faces = boundary_faces(crop)
+    axial = axial_diameters(crop, start, affine, axis, faces=faces)
+    local = boundary_points(crop, faces=faces)
+    local = local[lattice_extremes(local)]  # a superset of the hull vertices, far fewer points
+    surface = (local + start) @ affine[:3, :3].T + affine[:3, 3]
     diameter, i, j = farthest_pair(surface)
-    p, q = surface[i], surface[j]
     area, mesh_mm3 = mesh_area_volume(crop, affine[:3, :3])
-    row = dict(
-        id=int(lesion_id), voxel_count=len(ijk), volume_ml=len(ijk) * instances_volume.voxel_volume_ml,
+    return dict(
         axial_long_axis_mm=axial.long_mm, axial_short_axis_mm=axial.short_mm, axial_slice=axial.slice_index,
-        max_3d_diameter_mm=diameter, centroid_ras_mm=_tuple3(centroid),
-        centroid_lps_mm=_tuple3(centroid * np.array([-1.0, -1.0, 1.0])), centroid_ijk=_tuple3(mean_ijk),
-        bbox_start_ijk=tuple(int(v) for v in ijk.min(axis=0)),
-        bbox_stop_ijk=tuple(int(v) + 1 for v in ijk.max(axis=0)),
-        surface_area_mm2=area, mesh_volume_ml=mesh_mm3 / 1000.0, sphericity=sphericity(area, mesh_mm3),
-        long_axis_ras_mm=tuple(_tuple3(e) for e in axial.long_axis),
+        max_3d_diameter_mm=diameter, surface_area_mm2=area, mesh_volume_ml=mesh_mm3 / 1000.0,
+        sphericity=sphericity(area, mesh_mm3), long_axis_ras_mm=tuple(_tuple3(e) for e in axial.long_axis),
         short_axis_ras_mm=tuple(_tuple3(e) for e in axial.short_axis),
-        max_3d_diameter_ras_mm=(_tuple3(p), _tuple3(q)),
+        max_3d_diameter_ras_mm=(_tuple3(surface[i]), _tuple3(surface[j])),
     )
-    if organs is not None:
-        value, name, fraction, source = _organ_of(ijk, crop, start, organs, ignore, names)
-        row.update(organ_value=value, organ=name, organ_fraction=fraction, organ_source=source)
-    if image is not None:
-        values = image[ijk[:, 0], ijk[:, 1], ijk[:, 2]].astype(np.float64)
-        row.update(intensity_mean=float(values.mean()), intensity_std=float(values.std()),
-                   intensity_min=float(values.min()), intensity_max=float(values.max()),
-                   intensity_percentiles={percentile_key(q): float(v) for q, v in
-                                          zip(percentiles, np.percentile(values, percentiles))})
-    return LesionMeasurement(**row)
 
 
 def lesion_table(
@@ -254,16 +293,42 @@ def lesion_table(
     if any(not 0 <= q <= 100 for q in percentiles):
         raise InputError("percentiles", f"{percentiles} must lie in 0..100", "use e.g. 5 25 50 75 95")
     axis = slice_axis(labels.affine)
-    rows = []
-    n = len(instances.voxels)
+    groups = instances.voxels
+    n = len(groups)
     where = labels_name
+    rows = []
+    if n:
+        # Everything that is a sum over voxels is computed for all lesions at once.
+        starts, counts = groups.offsets[:-1], groups.counts
+        mean_ijk = np.add.reduceat(groups.ijk, starts, axis=0) / counts[:, None]
+        centroids = mean_ijk @ labels.affine[:3, :3].T + labels.affine[:3, 3]
+        lows = np.minimum.reduceat(groups.ijk, starts, axis=0)
+        highs = np.maximum.reduceat(groups.ijk, starts, axis=0) + 1
+        intensity = _intensity_statistics(groups, image_array, percentiles) if image_array is not None else None
+        ignore = set(int(v) for v in ignore_organ_values)
+        organ = _organ_assignment(groups, organs_array, ignore) if organs_array is not None else None
     for g in range(n):
         if g % 8 == 0:
             check_cancel(cancel, where)
             report(progress, g, n, "lesion table: measuring")
-        rows.append(_measure_one(instances.voxels.values[g], instances.voxels.voxels(g), labels, axis,
-                                 image_array, organs_array, set(int(v) for v in ignore_organ_values),
-                                 names, percentiles))
+        crop, start = crop_mask(groups.voxels(g))
+        row = dict(id=int(groups.values[g]), voxel_count=int(counts[g]), volume_ml=counts[g] * labels.voxel_volume_ml,
+                   centroid_ras_mm=_tuple3(centroids[g]), centroid_lps_mm=_tuple3(centroids[g] * [-1.0, -1.0, 1.0]),
+                   centroid_ijk=_tuple3(mean_ijk[g]), bbox_start_ijk=tuple(int(v) for v in lows[g]),
+                   bbox_stop_ijk=tuple(int(v) for v in highs[g]), **_shape_of(crop, start, labels.affine, axis))
+        if organ is not None:
+            value, fraction, source = int(organ[0][g]), float(organ[1][g]), str(organ[2][g])
+            if not value:
+                value, fraction = _organ_around(crop, start, organs_array, ignore)
+                source = "border" if value else ""
+            row.update(organ_value=value, organ=names.get(value, str(value)) if value else "",
+                       organ_fraction=fraction, organ_source=source)
+        if intensity is not None:
+            row.update(intensity_mean=float(intensity["mean"][g]), intensity_std=float(intensity["std"][g]),
+                       intensity_min=float(intensity["min"][g]), intensity_max=float(intensity["max"][g]),
+                       intensity_percentiles={percentile_key(q): float(intensity[percentile_key(q)][g])
+                                              for q in percentiles})
+        rows.append(LesionMeasurement(**row))
     report(progress, n, n, "lesion table: measuring")
     return LesionTable(tuple(rows), instances, axis, unit, percentiles,
                        image=volume_name(image, "in-memory image") if image is not None else "",

@@ -26,6 +26,8 @@ import numpy as np
 __all__ = [
     "slice_axis",
     "boundary_points",
+    "boundary_faces",
+    "lattice_extremes",
     "farthest_pair",
     "AxialDiameters",
     "axial_diameters",
@@ -47,46 +49,75 @@ def slice_axis(affine: np.ndarray) -> int:
     return int(np.argmax(cosines + np.array([0.0, 1e-9, 2e-9])))
 
 
-def boundary_points(crop: np.ndarray, axes: tuple[int, ...] = (0, 1, 2), *,
-                    return_inside: bool = False):
-    """Midpoints between lesion voxels and their non-lesion face-neighbours along ``axes``.
+def boundary_faces(crop: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per axis: midpoints between lesion voxels and non-lesion face-neighbours along that axis,
+    and the lesion voxel each belongs to (both in the crop's index coordinates).
 
     Parameters
     ----------
     crop : ndarray of bool, shape (a, b, c)
         The lesion with at least one empty voxel on every side.
-    axes : tuple of int
-        Neighbour directions to look along: ``(0, 1, 2)`` for the 3D boundary, the two in-plane
-        axes for the outline of each slice.
-    return_inside : bool
-        Also return the index of the lesion voxel each point belongs to.
 
     Returns
     -------
-    points : ndarray, shape (m, 3), float64
-        Positions in the crop's voxel index coordinates.
-    inside : ndarray, shape (m, 3), int64
-        Only with ``return_inside``.
+    list of 3 (points (m, 3) float64, inside (m, 3) int64)
     """
-    parts, insides = [], []
-    for axis in axes:
+    faces = []
+    for axis in range(3):
         lo = [slice(None)] * 3
         hi = [slice(None)] * 3
         lo[axis] = slice(None, -1)
         hi[axis] = slice(1, None)
-        change = np.logical_xor(crop[tuple(lo)], crop[tuple(hi)])
-        index = np.argwhere(change)
+        index = np.argwhere(crop[tuple(lo)] != crop[tuple(hi)])
         points = index.astype(np.float64)
         points[:, axis] += 0.5
-        parts.append(points)
-        if return_inside:
-            # The lesion voxel is the lower one where crop is set there, else the upper one.
-            index[:, axis] += ~crop[index[:, 0], index[:, 1], index[:, 2]]
-            insides.append(index)
-    points = np.concatenate(parts) if parts else np.zeros((0, 3))
-    if return_inside:
-        return points, (np.concatenate(insides) if insides else np.zeros((0, 3), np.int64))
-    return points
+        # The lesion voxel is the lower one where the crop is set there, else the upper one.
+        index[:, axis] += ~crop[index[:, 0], index[:, 1], index[:, 2]]
+        faces.append((points, index))
+    return faces
+
+
+def boundary_points(crop: np.ndarray, axes: tuple[int, ...] = (0, 1, 2), *, faces=None) -> np.ndarray:
+    """Midpoints between lesion voxels and their non-lesion face-neighbours along ``axes``.
+
+    ``axes=(0, 1, 2)`` gives the 3D boundary (the marching-cubes vertices), two in-plane axes
+    the outline of each slice (the marching-squares vertices). Shape (m, 3), crop index
+    coordinates. ``faces`` reuses a :func:`boundary_faces` result.
+    """
+    faces = boundary_faces(crop) if faces is None else faces
+    return np.concatenate([faces[a][0] for a in axes])
+
+
+def lattice_extremes(points: np.ndarray) -> np.ndarray:
+    """Mask of the points that are first or last on every axis-parallel line through them.
+
+    A point between two others on one line is inside their segment, so it cannot be a
+    convex-hull vertex (nor one end of a diameter). The property survives any affine map, so
+    boundary points filtered in voxel index space stay a superset of the hull vertices in mm;
+    for a round lesion it keeps a small fraction of the points.
+
+    Parameters
+    ----------
+    points : ndarray, shape (m, d)
+        Positions on a half-voxel lattice (voxel index coordinates).
+    """
+    grid = np.round(np.asarray(points) * 2).astype(np.int64)
+    keep = np.ones(len(grid), bool)
+    span = grid.max(axis=0) - grid.min(axis=0) + 1 if len(grid) else np.ones(grid.shape[1], np.int64)
+    shifted = grid - grid.min(axis=0) if len(grid) else grid
+    for axis in range(grid.shape[1]):
+        line = np.zeros(len(grid), np.int64)
+        for other in range(grid.shape[1]):
+            if other != axis:
+                line = line * span[other] + shifted[:, other]
+        order = np.lexsort((grid[:, axis], line))
+        sorted_line = line[order]
+        first = np.r_[True, sorted_line[1:] != sorted_line[:-1]]
+        last = np.r_[sorted_line[1:] != sorted_line[:-1], True]
+        extreme = np.zeros(len(grid), bool)
+        extreme[order[first | last]] = True
+        keep &= extreme
+    return keep
 
 
 def _directions(dim: int) -> np.ndarray:
@@ -175,7 +206,8 @@ def _to_world(points: np.ndarray, start: np.ndarray, affine: np.ndarray) -> np.n
     return (points + start) @ affine[:3, :3].T + affine[:3, 3]
 
 
-def axial_diameters(crop: np.ndarray, start: np.ndarray, affine: np.ndarray, axis: int) -> AxialDiameters:
+def axial_diameters(crop: np.ndarray, start: np.ndarray, affine: np.ndarray, axis: int, *,
+                    faces=None) -> AxialDiameters:
     """Longest in-plane diameter over slices perpendicular to ``axis``, and its short axis.
 
     Parameters
@@ -188,6 +220,8 @@ def axial_diameters(crop: np.ndarray, start: np.ndarray, affine: np.ndarray, axi
         The volume's RAS affine.
     axis : int
         Slice axis (see :func:`slice_axis`).
+    faces : list, optional
+        :func:`boundary_faces` of ``crop`` when the caller already has it.
     """
     from scipy import ndimage
 
@@ -199,7 +233,9 @@ def axial_diameters(crop: np.ndarray, start: np.ndarray, affine: np.ndarray, axi
     middle[axis] = 1
     structure[tuple(middle)] = True
     pieces, _ = ndimage.label(crop, structure)
-    local, inside = boundary_points(crop, in_plane, return_inside=True)
+    faces = boundary_faces(crop) if faces is None else faces
+    local = np.concatenate([faces[a][0] for a in in_plane])
+    inside = np.concatenate([faces[a][1] for a in in_plane])
     piece = pieces[inside[:, 0], inside[:, 1], inside[:, 2]]
     order = np.argsort(piece, kind="stable")
     piece, local = piece[order], local[order]
@@ -234,37 +270,71 @@ def axial_diameters(crop: np.ndarray, start: np.ndarray, affine: np.ndarray, axi
     return AxialDiameters(float(long_mm), short_mm, int(index + start[axis]), np.stack([p, q]), short_axis)
 
 
+# Marching squares on a binary image, cell corners (0,0), (1,0), (0,1), (1,1) as bits 0..3 and
+# edge midpoints 0: (0.5, 0), 1: (1, 0.5), 2: (0.5, 1), 3: (0, 0.5). Saddles (codes 6 and 9)
+# keep the two lesion pixels connected, as the 8-connected cross-sections are.
+_EDGE_POINTS = np.array([[0.5, 0.0], [1.0, 0.5], [0.5, 1.0], [0.0, 0.5]])
+_SQUARE_SEGMENTS = {
+    1: [(0, 3)], 2: [(0, 1)], 3: [(3, 1)], 4: [(3, 2)], 5: [(0, 2)], 6: [(0, 3), (1, 2)], 7: [(1, 2)],
+    8: [(1, 2)], 9: [(0, 1), (3, 2)], 10: [(0, 2)], 11: [(3, 2)], 12: [(3, 1)], 13: [(0, 1)], 14: [(0, 3)],
+}
+_SEGMENT_COUNT = np.array([len(_SQUARE_SEGMENTS.get(c, [])) for c in range(16)])
+_SEGMENT_EDGES = np.zeros((16, 2, 2), np.int64)
+for _code, _pairs in _SQUARE_SEGMENTS.items():
+    _SEGMENT_EDGES[_code, :len(_pairs)] = _pairs
+
+
+def outline_segments(plane: np.ndarray) -> np.ndarray:
+    """The marching-squares outline at level 0.5 of a binary slice, as unordered segments.
+
+    Parameters
+    ----------
+    plane : ndarray of bool, shape (b, c)
+        With at least one empty pixel on every side.
+
+    Returns
+    -------
+    ndarray, shape (E, 2, 2)
+        End points of each segment in pixel index coordinates. The segments form closed
+        curves whose vertices are the in-plane boundary points.
+    """
+    px = plane.astype(np.uint8)
+    codes = px[:-1, :-1] | px[1:, :-1] << 1 | px[:-1, 1:] << 2 | px[1:, 1:] << 3
+    cells = np.argwhere((codes != 0) & (codes != 15))
+    code = codes[cells[:, 0], cells[:, 1]]
+    parts = []
+    for k in range(2):  # first segment of every cell, then the second of the saddle cells
+        has = _SEGMENT_COUNT[code] > k
+        origin = cells[has].astype(np.float64)
+        a, b = _SEGMENT_EDGES[code[has], k, 0], _SEGMENT_EDGES[code[has], k, 1]
+        parts.append(np.stack([origin + _EDGE_POINTS[a], origin + _EDGE_POINTS[b]], axis=1))
+    return np.concatenate(parts)
+
+
 def _perpendicular_chord(crop, start, affine, axis, index, p, q) -> tuple[float, np.ndarray]:
     """Longest chord of the slice outline perpendicular to the segment ``p``-``q`` (RAS mm).
 
     The outline is the marching-squares contour at level 0.5 (its vertices are the in-plane
-    boundary points). A line perpendicular to the long axis at position ``t`` along it meets
+    boundary points; see :func:`outline_segments`). A line perpendicular to the long axis at position ``t`` along it meets
     the outline an even number of times; the segments between crossings 1-2, 3-4, ... lie
     inside the lesion. Their length changes linearly between the positions of outline
     vertices, so the longest one is found at a vertex position.
     """
-    from skimage.measure import find_contours
-
     in_plane = [a for a in range(3) if a != axis]
     index_slice = [slice(None)] * 3
     index_slice[axis] = index
-    plane = crop[tuple(index_slice)].astype(np.float32)
-    contours = find_contours(plane, 0.5)
+    segments = outline_segments(crop[tuple(index_slice)])  # (E, 2, 2) in (b, c) pixel units
+    local = np.zeros((len(segments), 2, 3))
+    local[..., in_plane[0]] = segments[..., 0]
+    local[..., in_plane[1]] = segments[..., 1]
+    local[..., axis] = index
+    world = _to_world(local.reshape(-1, 3), start, affine) - p
     linear = affine[:3, :3]
     u = (q - p) / max(np.linalg.norm(q - p), 1e-12)
     normal = np.cross(linear[:, in_plane[0]], linear[:, in_plane[1]])
     v = np.cross(normal, u)
     v /= np.linalg.norm(v)
-    edges = []
-    for contour in contours:
-        local = np.zeros((len(contour), 3))
-        local[:, in_plane[0]] = contour[:, 0]
-        local[:, in_plane[1]] = contour[:, 1]
-        local[:, axis] = index
-        world = _to_world(local, start, affine) - p
-        tv = np.stack([world @ u, world @ v], axis=1)
-        edges.append(np.concatenate([tv[:-1], tv[1:]], axis=1))
-    edges = np.concatenate(edges)  # (E, 4): t0, s0, t1, s1
+    edges = np.stack([world @ u, world @ v], axis=1).reshape(-1, 4)  # (E, 4): t0, s0, t1, s1
     t0, s0, t1, s1 = edges.T
     keep = t0 != t1
     t0, s0, t1, s1 = t0[keep], s0[keep], t1[keep], s1[keep]
