@@ -201,7 +201,8 @@ def test_evaluate_end_to_end_with_names_and_lesions():
     pred_sem = (pred > 0).astype(np.uint8) * 2
     ref_sem = (ref > 0).astype(np.uint8) * 2
     ref_sem[0:2, 0:2, 0:2] = 1
-    result = evaluate(Volume(pred_sem, affine()), Volume(ref_sem, affine()), labels={0: "background", 1: "liver", 2: "tumour"},
+    names = {0: "background", 1: "liver", 2: "tumour"}
+    result = evaluate(Volume(pred_sem, affine()), Volume(ref_sem, affine()), labels=names,
                       lesion_label=2, nsd_tolerance_mm=1.0)
     assert [c.name for c in result.classes] == ["liver", "tumour"]
     liver, tumour = result.classes

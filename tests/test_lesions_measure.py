@@ -8,7 +8,8 @@ import pytest
 from medseg import Volume
 from medseg.errors import InputError
 from medseg.lesions import find_instances, lesion_table, slice_axis
-from medseg.lesions.shape import farthest_pair, mesh_area_volume
+from medseg.lesions.mesh import mesh_area_volume
+from medseg.lesions.shape import farthest_pair
 
 
 def rotation(axis: int, degrees: float) -> np.ndarray:
@@ -19,19 +20,19 @@ def rotation(axis: int, degrees: float) -> np.ndarray:
     return r
 
 
-def centred_affine(spacing, shape, direction=np.eye(3)) -> np.ndarray:
-    """Affine with the given direction whose array centre sits at world (0, 0, 0)."""
+def centred_affine(spacing, shape, direction=None) -> np.ndarray:
+    """Affine with the given direction (default identity) whose array centre sits at world (0, 0, 0)."""
     a = np.eye(4)
-    a[:3, :3] = np.asarray(direction) @ np.diag(spacing)
+    a[:3, :3] = (np.eye(3) if direction is None else np.asarray(direction)) @ np.diag(spacing)
     a[:3, 3] = -a[:3, :3] @ ((np.array(shape) - 1) / 2.0)
     return a
 
 
-def world_ellipsoid(shape, affine, semi_axes, axes=np.eye(3), centre=(0, 0, 0)) -> np.ndarray:
+def world_ellipsoid(shape, affine, semi_axes, axes=None, centre=(0, 0, 0)) -> np.ndarray:
     """Voxels whose centre lies in the ellipsoid (semi-axes in mm along the columns of ``axes``)."""
     ijk = np.indices(shape).reshape(3, -1).T
     xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
-    local = (xyz - np.asarray(centre)) @ np.asarray(axes)
+    local = (xyz - np.asarray(centre)) @ (np.eye(3) if axes is None else np.asarray(axes))
     return (np.sum((local / np.asarray(semi_axes, float)) ** 2, axis=1) <= 1).reshape(shape)
 
 
@@ -234,7 +235,8 @@ def test_organ_by_overlap_and_by_border():
     # No organ around: empty organ fields; unnamed values are named by their number.
     lonely = np.zeros(shape, np.uint8)
     lonely[17:19, 17:19, 7:9] = 1
-    table = lesion_table(find_instances(Volume(lonely + lesions, np.eye(4))), organs=Volume(organs * 0 + (organs == 3) * 3, np.eye(4)))
+    only_liver = Volume(np.where(organs == 3, 3, 0).astype(np.uint8), np.eye(4))
+    table = lesion_table(find_instances(Volume(lonely + lesions, np.eye(4))), organs=only_liver)
     assert [(r.organ_value, r.organ) for r in table.rows] == [(3, "3"), (0, "")]
 
 

@@ -91,7 +91,7 @@ def check_against_sitk(shared_data, label_file, *, connectivity=26, image_file=N
                 sample_std = row.intensity_std * np.sqrt(count / (count - 1))
                 assert sample_std == pytest.approx(intensities.GetStandardDeviation(sitk_label), rel=1e-5)
     if diameters:
-        for g, row in enumerate(table.rows):
+        for row in table.rows:
             mask = found.labels.array == row.id
             d3, d2 = independent_diameters(mask, labels.affine, table.slice_axis)
             assert row.max_3d_diameter_mm == pytest.approx(d3, rel=1e-9, abs=1e-9)

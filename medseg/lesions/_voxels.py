@@ -91,7 +91,9 @@ def group_voxels(labels: np.ndarray, *, foreground: np.ndarray | None = None) ->
     if foreground is None:
         foreground = labels != 0
     flat_mask, fortran = _memory_order(foreground)
-    if labels.flags.f_contiguous != foreground.flags.f_contiguous or labels.flags.c_contiguous != foreground.flags.c_contiguous:
+    same_layout = (labels.flags.f_contiguous == foreground.flags.f_contiguous
+                   and labels.flags.c_contiguous == foreground.flags.c_contiguous)
+    if not same_layout:
         labels = np.asfortranarray(labels) if fortran else np.ascontiguousarray(labels)
     flat_labels, _ = _memory_order(labels)
     index = np.flatnonzero(flat_mask)

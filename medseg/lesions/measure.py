@@ -16,8 +16,9 @@ from medseg.errors import InputError
 from medseg.lesions._voxels import crop_mask
 from medseg.lesions.instances import LesionInstances, instances_from_map
 from medseg.lesions.masks import require_integer_labels, require_same_grid, volume_name
+from medseg.lesions.mesh import mesh_area_volume, sphericity
 from medseg.lesions.shape import (axial_diameters, boundary_faces, boundary_points, farthest_pair,
-                                  lattice_extremes, mesh_area_volume, slice_axis, sphericity)
+                                  lattice_extremes, slice_axis)
 from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
 from medseg.volume import Volume
 
