@@ -55,6 +55,12 @@ class IntensitySpec:
         ``"zscore"``: subtract mean and divide by std over voxels above ``nonzero_threshold``
         (MONAI NormalizeIntensity(nonzero=True); the usual MR recipe).
         ``"none"``: pass values through.
+
+    ``zscore_over`` says which voxels give the mean/std and are normalised: ``"above"`` (voxels
+    above ``nonzero_threshold``), ``"nonzero"`` (voxels != 0, exactly MONAI's ``nonzero=True``,
+    which on CT in HU is almost every voxel) or ``"all"`` (``nonzero=False``); voxels outside the
+    mask are set to 0. ``rescale_to`` (optional) then maps the image's min..max linearly onto
+    that range (MONAI ScaleIntensity(minv, maxv), used after z-score by MONAI's wholeBody bundle).
     """
 
     kind: str = "window"
@@ -64,10 +70,19 @@ class IntensitySpec:
     b_max: float = 1.0
     clip: bool = True
     nonzero_threshold: float = 0.0
+    zscore_over: str = "above"
+    rescale_to: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("window", "zscore", "none"):
             raise ValueError(f"intensity kind must be window, zscore or none, got {self.kind!r}")
+        if self.zscore_over not in ("above", "nonzero", "all"):
+            raise ValueError(f"zscore_over must be above, nonzero or all, got {self.zscore_over!r}")
+        if self.rescale_to is not None:
+            lo, hi = (float(v) for v in self.rescale_to)
+            if not hi > lo:
+                raise ValueError(f"rescale_to needs max > min, got {self.rescale_to}")
+            object.__setattr__(self, "rescale_to", (lo, hi))
         if self.kind == "window" and not self.a_max > self.a_min:
             raise ValueError(f"intensity window needs a_max > a_min, got {self.a_min}..{self.a_max}")
 

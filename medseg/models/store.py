@@ -181,7 +181,9 @@ def save_model(spec: ModelSpec, network: Any, folder: str | os.PathLike, *, half
     try:
         state = {}
         for key, value in network.state_dict().items():
-            value = value.detach().to("cpu").contiguous()
+            # clone: DynUNet registers the same conv under two names, and safetensors refuses
+            # tensors that share memory
+            value = value.detach().to("cpu").contiguous().clone()
             if half and torch.is_floating_point(value):
                 value = value.to(torch.float16)
             state[key] = value
