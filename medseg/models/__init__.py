@@ -1,0 +1,157 @@
+"""Segmentation models: medseg model folders, MONAI bundles, and the one resolver the CLI uses.
+
+>>> from medseg.models import resolve_model                      # doctest: +SKIP
+>>> model = resolve_model("default")                              # doctest: +SKIP
+>>> model = resolve_model("models/spleen_ct_segmentation")        # a MONAI bundle, safe mode  # doctest: +SKIP
+
+``resolve_model`` accepts ``"default"`` (the model shipped in ``medseg/models/default/``), a medseg
+model folder (``medseg-model.json`` + safetensors), a MONAI bundle folder (or one of its
+``configs/inference*.json|yaml`` files), or an already loaded model. Every form becomes a
+:class:`SegmentationModel`: a network plus the plain-data description of its model space and
+classes, which is all :func:`medseg.inference.segment` needs.
+
+This package imports no torch at import time (labels and specs are pure data); networks are
+built inside the loaders.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import ModelError
+from medseg.models.labels import DEFAULT_ORGANS, Label, LabelSet
+from medseg.models.spec import IntensitySpec, ModelSpec, NetworkSpec, Preprocessing
+
+__all__ = ["SegmentationModel", "resolve_model", "default_model_path", "ModelSpec", "NetworkSpec",
+           "Preprocessing", "IntensitySpec", "LabelSet", "Label", "DEFAULT_ORGANS"]
+
+
+def default_model_path() -> Path:
+    """Where the shipped default model folder lives (``medseg/models/default/``)."""
+    return Path(__file__).resolve().parent / "default"
+
+
+@dataclass
+class SegmentationModel:
+    """A network ready for inference, with its model space and classes.
+
+    Attributes
+    ----------
+    name, version : str
+        From the spec or the bundle's metadata.
+    network : torch.nn.Module
+        In eval mode, on CPU (the engine moves it to the chosen device).
+    labels : LabelSet
+        Output channel ``c`` is ``labels`` entry ``c``.
+    preprocessing : Preprocessing
+        Orientation, spacing (mm), intensity, window size and overlap of model space.
+    blend_mode : str
+        ``"gaussian"`` or ``"constant"`` window blending (a bundle keeps its inferer's).
+    padding_mode : str
+        How images smaller than the window are padded (``"constant"`` with 0, or ``"replicate"``).
+    sw_batch_size : int or None
+        Windows per forward pass the model asks for; ``None`` lets the engine choose by device.
+    source : str
+        ``"medseg-model"``, ``"monai-bundle"`` (safe mode) or ``"monai-bundle-trusted"``.
+    path, weights_sha256 : str
+        Where it was loaded from and the sha256 of its weights file.
+    spec : ModelSpec or None
+        The plain-data spec (``None`` only for a trusted bundle whose network medseg cannot describe).
+    notes : tuple of str
+        What loading decided that a user may want to know (e.g. an argument dropped for this
+        MONAI version).
+    """
+
+    name: str
+    network: Any
+    labels: LabelSet
+    preprocessing: Preprocessing
+    version: str = "0.0.0"
+    modality: str = "CT"
+    blend_mode: str = "gaussian"
+    padding_mode: str = "constant"
+    sw_batch_size: int | None = None
+    source: str = "medseg-model"
+    path: str = ""
+    weights_sha256: str = ""
+    spec: ModelSpec | None = None
+    notes: tuple[str, ...] = ()
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_loaded(cls, loaded) -> SegmentationModel:
+        """Wrap a :class:`medseg.models.store.LoadedModel` (a medseg model folder)."""
+        spec = loaded.spec
+        return cls(name=spec.name, version=spec.version, modality=spec.modality, network=loaded.network,
+                   labels=spec.labels, preprocessing=spec.preprocessing, source="medseg-model",
+                   path=str(loaded.path), weights_sha256=loaded.weights_sha256, spec=spec,
+                   provenance=dict(spec.provenance))
+
+    @classmethod
+    def from_network(cls, spec: ModelSpec, network: Any, **kwargs: Any) -> SegmentationModel:
+        """A model from a spec and a network in memory (e.g. right after training)."""
+        network.eval()
+        return cls(name=spec.name, version=spec.version, modality=spec.modality, network=network,
+                   labels=spec.labels, preprocessing=spec.preprocessing, spec=spec,
+                   provenance=dict(spec.provenance), **kwargs)
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data summary for provenance files."""
+        pre = self.preprocessing
+        return {"name": self.name, "version": self.version, "source": self.source, "path": self.path,
+                "weights_sha256": self.weights_sha256, "modality": self.modality,
+                "architecture": self.spec.network.arch if self.spec else type(self.network).__name__,
+                "classes": len(self.labels), "orientation": pre.orientation,
+                "spacing_mm": list(pre.spacing_mm), "roi_size": list(pre.roi_size), "overlap": pre.overlap,
+                "blend_mode": self.blend_mode, "notes": list(self.notes)}
+
+
+def resolve_model(model: Any = "default", *, trust_bundle: bool = False,
+                  verify_sha256: bool = True) -> SegmentationModel:
+    """Turn ``"default"``, a model folder, a MONAI bundle or a loaded model into a SegmentationModel.
+
+    Parameters
+    ----------
+    model : str, path-like, SegmentationModel or LoadedModel
+        ``"default"``; a medseg model folder; a MONAI bundle folder, or a bundle config file
+        (``configs/inference_segresnet.yaml``) to pick one of several inference configs.
+    trust_bundle : bool
+        Let a MONAI bundle run its own Python (``$`` expressions, ``_target_`` outside the
+        allowlist, ``scripts/``) through ``monai.bundle.ConfigParser``. Off by default: a bundle
+        is code, and safe mode builds only MONAI networks and known transforms from literal data.
+    verify_sha256 : bool
+        Check a medseg model's weights against the sha256 in its spec.
+
+    Raises
+    ------
+    ModelError
+        One line naming the folder/file, what is wrong and what to do.
+    """
+    if isinstance(model, SegmentationModel):
+        return model
+    from medseg.models import bundle, store
+
+    if isinstance(model, store.LoadedModel):
+        return SegmentationModel.from_loaded(model)
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(f"model must be 'default', a path or a loaded model, not {type(model).__name__}")
+    if str(model) == "default":
+        folder = default_model_path()
+        if not store.is_model_folder(folder):
+            raise ModelError("--model default", f"the default model is not installed ({folder} has no "
+                             f"{store.SPEC_FILE})", "pass --model with a medseg model folder or a MONAI "
+                             "bundle, or install a medseg build that ships the default model")
+        return SegmentationModel.from_loaded(store.load_model(folder, verify_sha256=verify_sha256))
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise ModelError(path, "does not exist", "give 'default', a medseg model folder or a MONAI bundle folder")
+    if path.is_dir() and store.is_model_folder(path):
+        return SegmentationModel.from_loaded(store.load_model(path, verify_sha256=verify_sha256))
+    if bundle.is_bundle(path):
+        return bundle.load_bundle(path, trust=trust_bundle)
+    raise ModelError(path, f"is neither a medseg model folder (no {store.SPEC_FILE}) nor a MONAI bundle "
+                     "(no configs/metadata.json or configs/inference.json|yaml)",
+                     "give 'default', a folder written by `medseg train`, or a MONAI bundle folder")
