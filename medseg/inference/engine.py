@@ -1,0 +1,338 @@
+"""Organ segmentation of an in-memory Volume: model space, sliding windows, labels on the input grid.
+
+>>> from medseg.io import load_volume                                   # doctest: +SKIP
+>>> from medseg.inference import segment                                # doctest: +SKIP
+>>> result = segment(load_volume("ct.nii.gz"), "default", progress=print)  # doctest: +SKIP
+>>> result.labels.shape == result.labels.source and result.label_set.names  # doctest: +SKIP
+
+The flow (each step in its own module): :func:`~medseg.inference.preprocess.plan_grid` and
+``resample_to_grid`` (orientation and spacing as MONAI's Orientationd/Spacingd, intensity as
+ScaleIntensityRanged/NormalizeIntensityd), a foreground crop, windows from
+:mod:`~medseg.inference.sliding` aggregated slab by slab, softmax, and
+:class:`~medseg.inference.restore.LabelRestorer` writing labels on the input's own grid.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from medseg.errors import MedsegError, ModelError
+from medseg.inference import preprocess
+from medseg.inference.restore import LabelRestorer
+from medseg.inference.sliding import plan_windows, sliding_window_slabs
+from medseg.models import SegmentationModel, resolve_model
+from medseg.models.labels import LabelSet
+from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
+from medseg.volume import Volume
+
+__all__ = ["SegmentationResult", "segment", "segment_ensemble", "resolve_device", "tune_malloc"]
+
+#: The 8 mirrorings of a window (nnU-Net's test-time augmentation), as dims of (B, C, X, Y, Z).
+MIRRORS = ((), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4))
+
+_MALLOC_TUNED: bool | None = None
+
+
+@dataclass
+class SegmentationResult:
+    """What :func:`segment` returns.
+
+    Attributes
+    ----------
+    labels : Volume
+        Label values on the input's exact grid (same shape and affine), uint8 (uint16 above 255),
+        modality ``"SEG"``, the input's ``source`` kept for writers that refer back to it.
+    label_set : LabelSet
+        value -> name of every class the model knows (present or not).
+    entropy : Volume or None
+        Normalised per-voxel entropy of the class probabilities (0 = certain, 1 = uniform),
+        float32 on the input grid, when ``uncertainty=True``; for review ranking.
+    timings : dict
+        Seconds per stage: ``preprocess``, ``inference`` (windows and the streamed restore), ``total``.
+    provenance : dict
+        Plain data: model(s), device, precision, windows, model grid, crop box, versions.
+    """
+
+    labels: Volume
+    label_set: LabelSet
+    entropy: Volume | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def present(self) -> dict[int, str]:
+        """value -> name of the classes that occur in ``labels`` (background excluded)."""
+        found = np.unique(self.labels.array)
+        return {int(v): self.label_set.name_of(int(v)) for v in found if v != 0}
+
+
+def tune_malloc() -> bool:
+    """Keep large freed blocks in glibc's heap instead of returning them to the OS at once.
+
+    Sliding-window inference allocates and frees window-sized tensors thousands of times; with
+    glibc's defaults each one is a fresh mmap/munmap and page faults take ~40 % of the time
+    (ENVIRONMENT.md: 1.4-1.7x faster with higher M_MMAP_THRESHOLD and M_TRIM_THRESHOLD, at a few
+    hundred MB more peak RSS). Process-wide, done once; off with ``MEDSEG_MALLOC_TUNING=0``;
+    a no-op where the C library is not glibc. Returns whether the thresholds are set.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED is not None:
+        return _MALLOC_TUNED
+    _MALLOC_TUNED = False
+    if os.environ.get("MEDSEG_MALLOC_TUNING", "1") == "0" or platform.system() != "Linux" \
+            or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    limit = ctypes.c_int(2**31 - 1)  # mallopt takes an int; 2 GiB is beyond any window tensor
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    _MALLOC_TUNED = bool(libc.mallopt(m_mmap_threshold, limit)) and bool(libc.mallopt(m_trim_threshold, limit))
+    return _MALLOC_TUNED
+
+
+def resolve_device(device: str = "auto"):
+    """``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` -> torch.device.
+
+    Raises :class:`MedsegError` when CUDA is asked for and not available.
+    """
+    import torch
+
+    text = str(device).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or text.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise MedsegError("--device " + device, f"CUDA was asked for but is not available ({why}, "
+                              f"torch {torch.__version__})", "use --device cpu or --device auto")
+        index = int(text.split(":", 1)[1]) if ":" in text else 0
+        if index >= torch.cuda.device_count():
+            raise MedsegError("--device " + device, f"there is no GPU {index} "
+                              f"({torch.cuda.device_count()} visible)", "use --device cuda:0")
+        return torch.device("cuda", index)
+    raise MedsegError("--device " + device, "is not a device", "use auto, cpu, cuda or cuda:N")
+
+
+def _batch_size_for(device, asked: int | None) -> int:
+    if asked:
+        return int(asked)
+    if device.type != "cuda":
+        return 1  # on CPU a larger batch only adds memory: the threads are already busy
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(device)
+    return 4 if free > 16 * 2**30 else 2 if free > 6 * 2**30 else 1
+
+
+class _Predictor:
+    """Runs every network (ensemble) and mirroring (TTA) on a batch of windows; mean logits."""
+
+    def __init__(self, networks, in_channels: Sequence[int], device, *, tta: bool, precision: str,
+                 n_classes: int, where: str) -> None:
+        self.networks = networks
+        self.in_channels = list(in_channels)
+        self.device = device
+        self.mirrors = MIRRORS if tta else ((),)
+        self.precision = precision
+        self.n_classes = n_classes
+        self.where = where
+
+    def __call__(self, batch):
+        import torch
+
+        batch = batch.to(self.device, non_blocking=True)
+        total = None
+        start = 0
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            for net, cin in zip(self.networks, self.in_channels):
+                x = batch[:, start:start + cin]
+                start += cin
+                for dims in self.mirrors:
+                    out = net(x.flip(dims) if dims else x)
+                    if isinstance(out, (list, tuple)):  # deep supervision heads: the first is full size
+                        out = out[0]
+                    out = out.float()
+                    if out.shape[1] != self.n_classes:
+                        raise ModelError(self.where, f"the network gives {out.shape[1]} output channels but "
+                                         f"the model names {self.n_classes} classes",
+                                         "the labels do not belong to this network")
+                    out = out.flip(dims) if dims else out
+                    total = out if total is None else total.add_(out)
+        return total / (len(self.networks) * len(self.mirrors))
+
+
+def segment(volume: Volume, model: Any = "default", *, device: str = "auto", tta: bool = False,
+            overlap: float | None = None, roi_size: Sequence[int] | None = None,
+            sw_batch_size: int | None = None, precision: str = "auto", crop: bool | None = None,
+            uncertainty: bool = False, progress: ProgressCallback | None = None,
+            cancel: CancelToken | None = None) -> SegmentationResult:
+    """Segment ``volume`` into the model's classes; labels come back on the input's grid.
+
+    Parameters
+    ----------
+    volume : Volume
+        Any orientation and spacing; CT in HU (or MR) as the model expects.
+    model : SegmentationModel, "default" or path
+        Anything :func:`medseg.models.resolve_model` accepts (bundles in safe mode).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    tta : bool
+        Average over the 8 mirrorings of every window (8x the network time).
+    overlap : float, optional
+        Window overlap in [0, 1) (default: the model's).
+    roi_size : 3 ints, optional
+        Window size in model voxels (default: the model's; must suit the network's down-sampling).
+    sw_batch_size : int, optional
+        Windows per forward pass (default: the model's, else 1 on CPU, 1-4 on CUDA by free memory).
+    precision : str
+        ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"`` (autocast; on CPU
+        only worth it where it was measured to agree), ``"fp16"`` (CUDA).
+    crop : bool, optional
+        Compute only the foreground box (default: the model's ``crop_foreground``).
+    uncertainty : bool
+        Also return the normalised entropy map.
+    progress, cancel
+        See :mod:`medseg.progress`; cancellation is checked between windows.
+
+    Raises
+    ------
+    InputError
+        The volume is too small for the model's window.
+    ModelError, MedsegError
+        The model cannot be used, or the device is not available.
+    """
+    return segment_ensemble(volume, [model], device=device, tta=tta, overlap=overlap, roi_size=roi_size,
+                            sw_batch_size=sw_batch_size, precision=precision, crop=crop,
+                            uncertainty=uncertainty, progress=progress, cancel=cancel)
+
+
+def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "auto", tta: bool = False,
+                     overlap: float | None = None, roi_size: Sequence[int] | None = None,
+                     sw_batch_size: int | None = None, precision: str = "auto", crop: bool | None = None,
+                     uncertainty: bool = False, progress: ProgressCallback | None = None,
+                     cancel: CancelToken | None = None) -> SegmentationResult:
+    """Segment with several models whose logits are averaged window by window.
+
+    The models must share classes, orientation and spacing (e.g. the folds of one training);
+    each gets its own intensity normalisation. Window size, overlap and blending come from the
+    first model. Other parameters as :func:`segment`.
+    """
+    import torch
+
+    t_start = time.perf_counter()
+    tuned = tune_malloc()
+    models = [resolve_model(m) for m in models]
+    if not models:
+        raise ValueError("segment_ensemble needs at least one model")
+    first = models[0]
+    _check_compatible(models)
+    torch_device = resolve_device(device)
+    precision = _resolve_precision(precision, torch_device)
+    pre = first.preprocessing
+    roi = tuple(int(r) for r in (roi_size or pre.roi_size))
+    overlap = pre.overlap if overlap is None else float(overlap)
+    if not 0.0 <= overlap < 1.0:
+        raise MedsegError("--overlap", f"{overlap} is outside [0, 1)", "use e.g. 0.25 or 0.5")
+    where = volume.source.path or "input volume"
+
+    report(progress, 0, 1, "preprocess: resampling to model space")
+    grid = preprocess.plan_grid(volume, pre)
+    preprocess.check_fits_roi(grid, roi, where)
+    raw = preprocess.resample_to_grid(volume, grid)
+    box = preprocess.compute_box(raw, grid, pre, crop=crop, roi_size=roi)
+    channels = []
+    for index, m in enumerate(models):
+        values = raw if index == len(models) - 1 else raw.copy()
+        channels.append(preprocess.crop_to_box(preprocess.apply_intensity(values, m.preprocessing.intensity), box))
+    del raw, values
+    grid = grid.with_box(box)
+    image = torch.from_numpy(np.stack(channels) if len(channels) > 1 else channels[0][None])
+    del channels
+    report(progress, 1, 1, "preprocess: done")
+    check_cancel(cancel, "preprocess")
+    t_pre = time.perf_counter()
+
+    plan = plan_windows(grid.box_shape, roi, overlap)
+    restorer = LabelRestorer(grid, first.labels.values, entropy=uncertainty)
+    networks = [m.network.to(torch_device).eval() for m in models]
+    in_channels = [_in_channels(m) for m in models]
+    predictor = _Predictor(networks, in_channels, torch_device, tta=tta, precision=precision,
+                           n_classes=len(first.labels), where=first.path or first.name)
+    batch = _batch_size_for(torch_device, sw_batch_size or first.sw_batch_size)
+    try:
+        with torch.inference_mode():
+            for z_start, slab in sliding_window_slabs(
+                    image, predictor, plan, sw_batch_size=batch, mode=first.blend_mode,
+                    padding_mode=first.padding_mode, device=torch_device, progress=progress, cancel=cancel):
+                restorer.add(z_start, torch.softmax(slab, dim=0).cpu())
+            restorer.finish()
+    finally:
+        for net in networks:
+            net.to("cpu")  # models stay reusable (napari, batch) and GPU memory is returned
+    t_inf = time.perf_counter()
+
+    labels = volume.with_array(restorer.labels, modality="SEG")
+    entropy = volume.with_array(restorer.entropy, modality="") if uncertainty else None
+    timings = {"preprocess": t_pre - t_start, "inference": t_inf - t_pre, "total": t_inf - t_start}
+    provenance = {
+        "models": [m.describe() for m in models],
+        "device": str(torch_device), "precision": precision, "tta": bool(tta), "overlap": overlap,
+        "roi_size": list(roi), "sw_batch_size": batch, "windows": len(plan), "torch_threads": torch.get_num_threads(),
+        "malloc_tuned": tuned, "input": volume.describe(), **grid.describe(),
+        "computed_fraction": preprocess.box_fraction(box, grid.shape),
+        "mixed_voxel_fraction": restorer.mixed_voxels / max(restorer.written_voxels, 1),
+        "versions": _versions(),
+    }
+    return SegmentationResult(labels, first.labels, entropy, timings, provenance)
+
+
+def _resolve_precision(precision: str, device) -> str:
+    text = str(precision).lower()
+    if text == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if text not in ("fp32", "bf16", "fp16"):
+        raise MedsegError("--precision " + precision, "is not a precision", "use auto, fp32, bf16 or fp16")
+    if text == "fp16" and device.type != "cuda":
+        raise MedsegError("--precision fp16", "float16 autocast needs CUDA", "use fp32 or bf16 on CPU")
+    return text
+
+
+def _in_channels(model: SegmentationModel) -> int:
+    if model.spec is not None:
+        return model.spec.network.in_channels
+    return 1
+
+
+def _check_compatible(models: Sequence[SegmentationModel]) -> None:
+    first = models[0]
+    for other in models[1:]:
+        if other.labels != first.labels:
+            raise ModelError(other.path or other.name, "has other classes than the first model of the ensemble",
+                             "ensemble only models trained on the same classes")
+        a, b = first.preprocessing, other.preprocessing
+        if a.orientation.upper() != b.orientation.upper() or not np.allclose(a.spacing_mm, b.spacing_mm):
+            raise ModelError(other.path or other.name,
+                             f"works at {b.orientation} {list(b.spacing_mm)} mm, the first model at "
+                             f"{a.orientation} {list(a.spacing_mm)} mm",
+                             "ensemble models that share orientation and spacing (e.g. folds of one training)")
+
+
+def _versions() -> dict[str, str]:
+    import monai
+    import torch
+
+    from medseg import __version__
+
+    return {"medseg": __version__, "torch": torch.__version__, "monai": monai.__version__}
