@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medseg.io import atomic_output, write_text_atomic
 
 __all__ = ["write_metrics_csv", "plot_curves", "METRICS_FILE", "CURVES_FILE"]
@@ -49,7 +51,7 @@ def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike, *, title
 
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(12, 4.5))
     epochs = [row["epoch"] for row in history]
-    ax_loss.plot(epochs, [row.get("train_loss") for row in history], "k-", label="train loss (Dice+CE)")
+    ax_loss.plot(epochs, [row.get("train_loss") for row in history], "k.-", label="train loss (Dice+CE)")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.set_yscale("log")
@@ -64,10 +66,14 @@ def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike, *, title
                       if row.get(f"val_dice_{name}") is not None and not math.isnan(row[f"val_dice_{name}"])]
             if points:
                 xs, ys = zip(*points)
-                ax_dice.plot(xs, ys, "-", lw=1, color=label_colour(name), label=name)
-        ax_dice.plot([row["epoch"] for row in val], [row["val_mean_dice"] for row in val], "k-", lw=2.5,
+                colour = np.asarray(label_colour(name))
+                if colour.mean() > 0.8:  # bone's near-white would vanish on the white plot
+                    colour = colour * 0.6
+                ax_dice.plot(xs, ys, ".-", lw=1, color=colour, label=name)
+        ax_dice.plot([row["epoch"] for row in val], [row["val_mean_dice"] for row in val], "ko-", lw=2.5,
                      label="mean")
-        ax_dice.legend(fontsize=7, ncol=2, loc="lower right")
+        ax_dice.set_xlim(0.5, max(epochs) + 0.5)
+        ax_dice.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     else:
         ax_dice.text(0.5, 0.5, "no validation cases", ha="center", va="center", transform=ax_dice.transAxes)
     ax_dice.set_xlabel("epoch")

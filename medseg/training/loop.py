@@ -197,7 +197,8 @@ def train(
     record = {"config": config.to_dict(), "labels": model_labels.to_dict(), "spec": spec.to_dict(),
               "parent": parent or None, "data_root": root,
               "cases": {"train": [c.name for c in train_cases], "validation": [c.name for c in val_cases],
-                        "synthetic": [c.name for c in synthetic]}}
+                        "synthetic": [c.name for c in synthetic]},
+              "case_provenance": {c.name: c.provenance for c in cases if c.provenance}}
     resume = _check_output(out, record, restart=restart)
 
     device = _device(config.device)
