@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     organs, ignore = None, ()
     if args.organs:
         organs = load_volume(args.organs)
+        if args.lesion_label is not None and Path(args.organs).resolve() == Path(args.labels).resolve():
+            ignore = (args.lesion_label,)  # the lesion class of the same map is not an organ
     elif args.lesion_label is not None and np.any((labels.array != 0) & (labels.array != args.lesion_label)):
         organs, ignore = labels, (args.lesion_label,)
     with tqdm_progress(disable=not sys.stderr.isatty()) as progress:
@@ -99,7 +101,11 @@ def run(args: argparse.Namespace) -> int:
         table = lesion_table(instances, image=image, organs=organs, organ_names=_organ_names(args.organ_names),
                              ignore_organ_values=ignore, progress=progress)
     command = "medseg lesions " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["lesions"] else ""
-    save_volume(instances.labels, names["lesions.nii.gz"], inputs=inputs)
+    instance_map = instances.labels
+    if instance_map.array.dtype.itemsize > 2 and len(table) and max(r.id for r in table.rows) <= 65535:
+        # cc3d answers in uint32 for large volumes; 16 bits hold the ids and halve the file.
+        instance_map = instance_map.with_array(instance_map.array.astype(np.uint16))
+    save_volume(instance_map, names["lesions.nii.gz"], inputs=inputs)
     write_lesion_csv(table, names["lesions.csv"])
     write_lesion_json(table, names["lesions.json"], command=command)
     written = ["lesions.nii.gz", "lesions.csv", "lesions.json"]

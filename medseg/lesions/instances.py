@@ -46,8 +46,9 @@ class LesionInstances:
     Attributes
     ----------
     labels : Volume
-        Instance map on the input's grid: 0 = background, lesion ``n`` has value ``n``
-        (uint16, or uint32 beyond 65 535 lesions).
+        Instance map on the input's grid: 0 = background, lesion ``n`` has value ``n``. Its
+        array is cc3d's output (uint16 or uint32 as cc3d chose), reused to save a full-size
+        allocation.
     voxels : VoxelGroups
         Voxel indices of each lesion; group ``g`` is the lesion with id ``ids[g]``.
     connectivity : int

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.lesions.masks import require_same_grid, volume_name
+from medseg.lesions.shape import outline_segments
 from medseg.report.plots import new_figure, save_figure
 from medseg.volume import Volume
 
@@ -99,6 +100,23 @@ def lesion_tile(row, labels: Volume, background: np.ndarray, slice_axis: int, *,
                 linear[:, horizontal] * (-1 if flip_h else 1), linear[:, vertical] * (-1 if flip_v else 1))
 
 
+def _outline(ax, tile: Tile, mask: np.ndarray, colour: str, width: float) -> None:
+    """Draw the marching-squares outline of ``mask`` (the one the axes were measured on).
+
+    matplotlib's own contour separates pixels that touch only at a corner; this outline keeps
+    them connected, as the 8-connected cross-sections are.
+    """
+    if not mask.any():
+        return
+    from matplotlib.collections import LineCollection
+
+    segments = outline_segments(np.pad(mask, 1)) - 1 + 0.5  # pixel centres at +0.5
+    n_v, n_h = mask.shape
+    scale = np.array([tile.extent[2] / n_v, tile.extent[1] / n_h])  # (row, column) -> mm
+    xy = (segments * scale)[..., ::-1]  # (x, y) for matplotlib
+    ax.add_collection(LineCollection(xy, colors=colour, linewidths=width))
+
+
 def plot_lesion_montage(table, image: Volume | None, path: str | os.PathLike, *, max_lesions: int = 36,
                         columns: int = 6, margin_mm: float = 15.0) -> Path:
     """Write a PNG montage of one axial slice through each lesion.
@@ -108,7 +126,7 @@ def plot_lesion_montage(table, image: Volume | None, path: str | os.PathLike, *,
     table : LesionTable
         From :func:`medseg.lesions.lesion_table`; the instance map and slice axis come with it.
     image : Volume, optional
-        Grey-level background on the same grid; without it the lesion map itself is shown.
+        Grey-level background on the same grid; without it lesions are drawn in grey on black.
     path : path-like
         The PNG to write (atomically).
     max_lesions : int
@@ -133,24 +151,18 @@ def plot_lesion_montage(table, image: Volume | None, path: str | os.PathLike, *,
         ax.text(0.5, 0.5, "no lesions", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
         return save_figure(fig, path)
-    background = image.array if image is not None else labels.array
+    # Without an image every lesion is drawn in one mid grey (ids are not intensities).
+    background = image.array if image is not None else (labels.array != 0).astype(np.float32)
     axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False).ravel())
     for ax in axes[len(rows):]:
         ax.set_axis_off()
     for number, (ax, row) in enumerate(zip(axes, rows)):
         tile = lesion_tile(row, labels, background, table.slice_axis, margin_mm=margin_mm)
-        lo, hi = np.percentile(tile.grey, [1, 99])
+        lo, hi = np.percentile(tile.grey, [1, 99]) if image is not None else (0.0, 2.0)
         ax.imshow(tile.grey, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, extent=tile.extent,
                   interpolation="nearest")
-        n_v, n_h = tile.ids.shape
-        xs = (np.arange(n_h) + 0.5) * tile.extent[1] / n_h
-        ys = (np.arange(n_v) + 0.5) * tile.extent[2] / n_v
-        others = (tile.ids != 0) & (tile.ids != row.id)
-        if others.any():
-            ax.contour(xs, ys, others.astype(float), levels=[0.5], colors="#33b5ff", linewidths=0.7)
-        if (tile.ids == row.id).any():
-            ax.contour(xs, ys, (tile.ids == row.id).astype(float), levels=[0.5], colors="#ffd000",
-                       linewidths=1.2)
+        _outline(ax, tile, (tile.ids != 0) & (tile.ids != row.id), "#33b5ff", 0.7)
+        _outline(ax, tile, tile.ids == row.id, "#ffd000", 1.2)
         for line, style in ((row.long_axis_ras_mm, "-"), (row.short_axis_ras_mm, "--")):
             ax.plot(*tile.to_screen(line), style, color="#ff3b3b", linewidth=1.1)
         ax.text(0.03, 0.97, str(row.id), transform=ax.transAxes, va="top", ha="left", fontsize=9,
