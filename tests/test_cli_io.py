@@ -95,3 +95,11 @@ def test_console_script_exit_code(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().endswith("does not exist. Check the path")
+
+
+def test_closed_pipe_is_not_an_error(tmp_path):
+    path = _nifti(tmp_path / "a.nii.gz")
+    script = f"import sys; from medseg.cli.main import main; sys.exit(main(['info', {str(path)!r}, '--json']))"
+    proc = subprocess.run(f"{sys.executable} -c \"{script}\" | head -c 1", shell=True,
+                          capture_output=True, text=True)
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr

@@ -65,6 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"medseg {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # `medseg info DIR | head`: the reader went away; that is not an error of ours. Point
+        # stdout at /dev/null so Python's exit-time flush does not raise again.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a process killed by a closed pipe
     except KeyboardInterrupt:
         print(f"medseg {args.command}: interrupted; no partial output was left", file=sys.stderr)
         return 130
