@@ -24,6 +24,7 @@ from medseg.inference.preprocess import (
     foreground_box,
     plan_grid,
     resample_to_grid,
+    window_aligned_box,
 )
 from medseg.inference.restore import LabelRestorer
 from medseg.inference.sliding import plan_windows, sliding_window_slabs
@@ -159,14 +160,32 @@ def test_restore_equals_full_interpolation_then_argmax(axcodes, spacing, target,
     assert 0.0 < restorer.mixed_voxels / restorer.written_voxels < 1.0
 
 
-def test_foreground_box_margin_and_window():
+def test_foreground_box_with_margin():
     values = np.full((50, 60, 40), -1000.0, np.float32)
     values[20:25, 30:32, 10:30] = 40.0
-    box = foreground_box(values, -500.0, (2, 2, 2), (16, 16, 16))
-    assert box[2] == (8, 32)  # margin
-    assert box[0][1] - box[0][0] == 16 and box[0][0] <= 18 and box[0][1] >= 27  # grown to the window
-    assert box[1][1] - box[1][0] == 16
-    assert foreground_box(np.full((9, 9, 9), -1000.0), -500.0, (1, 1, 1), (4, 4, 4)) == ((0, 9),) * 3
+    assert foreground_box(values, -500.0, (2, 3, 4)) == ((18, 27), (27, 35), (6, 34))
+    assert foreground_box(np.full((9, 9, 9), -1000.0), -500.0, (1, 1, 1)) == ((0, 9),) * 3
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5, 0.7])
+def test_crop_keeps_whole_windows_of_the_full_image(overlap):
+    rng = np.random.default_rng(3)
+    roi = (32, 24, 16)
+    for _ in range(30):
+        shape = tuple(int(rng.integers(8, 140)) for _ in range(3))
+        lo = [int(rng.integers(0, n)) for n in shape]
+        box = tuple((a, int(rng.integers(a + 1, n + 1))) for a, n in zip(lo, shape))
+        aligned = window_aligned_box(box, shape, roi, overlap)
+        full = plan_windows(shape, roi, overlap)
+        sub = plan_windows([b - a for a, b in aligned], roi, overlap)
+        shifted = {tuple((w.start + a, w.stop + a) for w, (a, _) in zip(win, aligned)) for win in sub.windows}
+        on_full = {tuple((w.start, w.stop) for w in win) for win in full.windows}
+        if all(n > r for n, r in zip(shape, roi)):
+            assert shifted <= on_full  # the crop's windows are windows of the whole image
+        assert all(a <= lo_ and b >= hi for (a, b), (lo_, hi) in zip(aligned, box))  # and cover the box
+        touching = {w for w in on_full if all(s < hi and e > lo_ for (s, e), (lo_, hi) in zip(w, box))}
+        if all(n > r for n, r in zip(shape, roi)):
+            assert touching <= shifted
 
 
 def test_too_small_for_the_window_is_refused():

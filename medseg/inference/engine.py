@@ -251,7 +251,7 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
     grid = preprocess.plan_grid(volume, pre)
     preprocess.check_fits_roi(grid, roi, where)
     raw = preprocess.resample_to_grid(volume, grid)
-    box = preprocess.compute_box(raw, grid, pre, crop=crop, roi_size=roi)
+    box = preprocess.compute_box(raw, grid, pre, crop=crop, roi_size=roi, overlap=overlap)
     channels = []
     for index, m in enumerate(models):
         values = raw if index == len(models) - 1 else raw.copy()

@@ -24,7 +24,8 @@ from medseg.models.spec import IntensitySpec, Preprocessing
 from medseg.volume import Volume
 
 __all__ = ["ModelGrid", "ModelInput", "plan_grid", "to_model_space", "apply_intensity",
-           "resample_to_grid", "resample_linear", "linear_weights", "foreground_box", "compute_box",
+           "resample_to_grid", "resample_linear", "linear_weights", "foreground_box", "window_aligned_box",
+           "compute_box",
            "check_fits_roi"]
 
 #: An axis in model space shorter than this fraction of the window is "too small": the network
@@ -237,28 +238,42 @@ def apply_intensity(array: np.ndarray, spec: IntensitySpec) -> np.ndarray:
     return array
 
 
-def foreground_box(values: np.ndarray, threshold: float | None, margin: tuple[int, int, int],
-                   min_size) -> tuple[tuple[int, int], ...]:
-    """Bounding box ``(start, stop)`` per axis of ``values > threshold``, grown by ``margin``
-    voxels and, where the image allows, to at least ``min_size`` (the network window), so a
-    window sees real neighbours rather than padding. An empty mask keeps the whole image.
-    """
+def foreground_box(values: np.ndarray, threshold: float | None,
+                   margin: tuple[int, int, int]) -> tuple[tuple[int, int], ...]:
+    """Bounding box ``(start, stop)`` per axis of ``values > threshold`` (``None``: above the
+    minimum), grown by ``margin`` voxels. An empty mask gives the whole image."""
     mask = values > (values.min() if threshold is None else threshold)
     box = []
     for axis in range(3):
-        n = values.shape[axis]
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
         if hit.size == 0:
-            return tuple((0, s) for s in values.shape)
-        start, stop = max(0, hit[0] - margin[axis]), min(n, hit[-1] + 1 + margin[axis])
-        want = min(n, int(min_size[axis]))
-        if stop - start < want:
-            grow = want - (stop - start)
-            start = max(0, start - grow // 2)
-            stop = min(n, start + want)
-            start = stop - want
-        box.append((int(start), int(stop)))
+            return tuple((0, n) for n in values.shape)
+        box.append((int(max(0, hit[0] - margin[axis])), int(min(values.shape[axis], hit[-1] + 1 + margin[axis]))))
     return tuple(box)
+
+
+def window_aligned_box(box, shape, roi_size, overlap: float) -> tuple[tuple[int, int], ...]:
+    """The union of the whole-image sliding windows that touch ``box``.
+
+    The windows MONAI's ``sliding_window_inference`` would place on the whole image form a grid
+    per axis (starts ``0, s, 2s, ...`` and a last one flush with the end). Cropping to whole
+    windows of that grid means the windows placed on the crop are exactly the kept ones, so
+    every voxel not also covered by a skipped (all-background) window gets the same blended
+    output as without the crop. Axes shorter than the window are kept whole (they are padded).
+    """
+    from medseg.inference.sliding import scan_interval
+
+    aligned = []
+    for (lo, hi), n, roi in zip(box, shape, roi_size):
+        if n <= roi:
+            aligned.append((0, int(n)))
+            continue
+        step = scan_interval((n,), (roi,), overlap)[0]
+        count = next(d for d in range(n) if d * step + roi >= n) + 1
+        starts = [min(d * step, n - roi) for d in range(count)]
+        kept = [s for s in starts if s < hi and s + roi > lo]
+        aligned.append((int(min(kept)), int(max(kept) + roi)))
+    return tuple(aligned)
 
 
 @dataclass(frozen=True, eq=False)
@@ -281,18 +296,20 @@ def resample_to_grid(volume: Volume, grid: ModelGrid) -> np.ndarray:
 
 
 def compute_box(values: np.ndarray, grid: ModelGrid, preprocessing: Preprocessing, *,
-                crop: bool | None = None, roi_size=None) -> tuple[tuple[int, int], ...]:
-    """The region of the model grid to compute: the foreground box, or everything."""
+                crop: bool | None = None, roi_size=None, overlap: float | None = None) -> tuple[tuple[int, int], ...]:
+    """The region of the model grid to compute: the whole-image windows that touch the
+    foreground box (see :func:`window_aligned_box`), or everything."""
     crop = preprocessing.crop_foreground if crop is None else crop
     if not crop:
         return tuple((0, n) for n in grid.shape)
     margin = tuple(int(np.ceil(preprocessing.crop_margin_mm / s)) for s in grid.spacing)
-    return foreground_box(values, preprocessing.foreground_threshold, margin,
-                          tuple(roi_size or preprocessing.roi_size))
+    box = foreground_box(values, preprocessing.foreground_threshold, margin)
+    return window_aligned_box(box, grid.shape, tuple(roi_size or preprocessing.roi_size),
+                              preprocessing.overlap if overlap is None else overlap)
 
 
 def to_model_space(volume: Volume, preprocessing: Preprocessing, *, crop: bool | None = None,
-                   roi_size=None, grid: ModelGrid | None = None) -> ModelInput:
+                   roi_size=None, overlap: float | None = None, grid: ModelGrid | None = None) -> ModelInput:
     """Resample ``volume`` to model space, crop to the foreground, normalise intensity.
 
     Intensity statistics (z-score, rescale) are taken over the whole resampled image, as MONAI's
@@ -303,14 +320,14 @@ def to_model_space(volume: Volume, preprocessing: Preprocessing, *, crop: bool |
     ----------
     crop : bool, optional
         Crop to the foreground (default: ``preprocessing.crop_foreground``).
-    roi_size : 3 ints, optional
-        The window size; the crop box is grown to at least this where the image allows.
+    roi_size, overlap : optional
+        The window size and overlap (default: the model's); the crop keeps whole windows.
     grid : ModelGrid, optional
         A grid from :func:`plan_grid` (planned again when omitted).
     """
     grid = grid or plan_grid(volume, preprocessing)
     values = resample_to_grid(volume, grid)
-    box = compute_box(values, grid, preprocessing, crop=crop, roi_size=roi_size)
+    box = compute_box(values, grid, preprocessing, crop=crop, roi_size=roi_size, overlap=overlap)
     apply_intensity(values, preprocessing.intensity)
     return ModelInput(grid.with_box(box), crop_to_box(values, box), box_fraction(box, grid.shape))
 

@@ -328,12 +328,12 @@ def load_bundle(path: str | Path, *, trust: bool = False):
                      preprocessing=tr.preprocessing(modality), version=str(tr.meta.get("version", "0.0.0")),
                      modality=modality, description=str(tr.meta.get("description", "")),
                      provenance={"monai_bundle": str(root), "config": config_file.name})
+    weights = weights_path(source, root, config_file, trust=False)
     try:
         network = build_network(spec.network, out_channels)
     except (TypeError, ValueError, AssertionError) as exc:
         raise ModelError(tr.at(tr.network_id()), f"{net_spec.arch} cannot be built with these arguments "
                          f"({type(exc).__name__}: {exc})", "the bundle was written for another MONAI version") from exc
-    weights = weights_path(source, root, config_file, trust=False)
     digest = load_weights_into(network, weights, source)
     return _model(spec, network, tr, root, weights, digest, "monai-bundle")
 
