@@ -100,7 +100,7 @@ def test_what_safe_mode_reads_from_the_real_configs(shared_data, tmp_path):
     assert model.preprocessing.spacing_mm == (1.5, 1.5, 3.0) and model.preprocessing.foreground_threshold == -250.0
     assert model.labels.names == ("background", "liver", "spleen", "pancreas")
     # BTCV SwinUNETR: img_size no longer exists in this MONAI; dropped with a note.
-    root, config_file = find_config(shared_data / "monai_bundles" / "swin_unetr_btcv_segmentation")
+    _, config_file = find_config(shared_data / "monai_bundles" / "swin_unetr_btcv_segmentation")
     translation = _Translation(SafeConfig(_read_data(config_file), config_file), {}, str(config_file))
     net_spec, out_channels = translation.network()
     assert net_spec.arch == "swinunetr" and out_channels == 14 and "img_size" not in net_spec.kwargs

@@ -126,6 +126,6 @@ def test_help_and_one_line_errors_from_the_real_command(tmp_path):
     for option in ("--model", "--device", "--tta", "--trust-bundle", "-o OUTDIR"):
         assert option in help_text
     proc = subprocess.run([sys.executable, "-m", "medseg.cli.main", "segment", str(tmp_path / "none.nii.gz"),
-                           "-o", str(tmp_path / "o")], capture_output=True, text=True)
+                           "-o", str(tmp_path / "o")], capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "does not exist" in proc.stderr
     assert not (tmp_path / "o").exists()

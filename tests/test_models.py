@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-import medseg.models as models
+from medseg import models
 from medseg.errors import ModelError
 from medseg.models import SegmentationModel, resolve_model
 from medseg.models.labels import LabelSet

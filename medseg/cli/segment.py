@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=float, help="window overlap in [0, 1) (default: the model's)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="auto: fp16 autocast on CUDA, fp32 on CPU (default: auto)")
+    parser.add_argument("--roi-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                        help="window size in model voxels (default: the model's; keep the network's divisibility)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--no-crop", action="store_true", help="compute the whole image, not just the body")
     parser.add_argument("--uncertainty", action="store_true",
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     with tqdm_progress(disable=args.quiet) as bar:
         result = segment(volume, model, device=args.device, tta=args.tta, overlap=args.overlap,
-                         precision=args.precision, crop=False if args.no_crop else None,
+                         roi_size=args.roi_size, precision=args.precision, crop=False if args.no_crop else None,
                          uncertainty=args.uncertainty, progress=bar)
 
     save_volume(result.labels, paths["labels"], inputs=(args.input,))

@@ -19,5 +19,14 @@ from medseg.inference.engine import (
 )
 from medseg.inference.preprocess import ModelGrid, apply_intensity, plan_grid, to_model_space
 
-__all__ = ["segment", "segment_ensemble", "SegmentationResult", "resolve_device", "tune_malloc",
-           "ModelGrid", "plan_grid", "to_model_space", "apply_intensity"]
+__all__ = [
+    "ModelGrid",
+    "SegmentationResult",
+    "apply_intensity",
+    "plan_grid",
+    "resolve_device",
+    "segment",
+    "segment_ensemble",
+    "to_model_space",
+    "tune_malloc",
+]

@@ -26,6 +26,7 @@ import numpy as np
 
 from medseg.errors import MedsegError, ModelError
 from medseg.inference import preprocess
+from medseg.inference.predictor import MAX_BATCH, Predictor, stack_inputs
 from medseg.inference.restore import LabelRestorer
 from medseg.inference.sliding import plan_windows, sliding_window_slabs
 from medseg.models import SegmentationModel, resolve_model
@@ -33,10 +34,7 @@ from medseg.models.labels import LabelSet
 from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
 from medseg.volume import Volume
 
-__all__ = ["SegmentationResult", "segment", "segment_ensemble", "resolve_device", "tune_malloc"]
-
-#: The 8 mirrorings of a window (nnU-Net's test-time augmentation), as dims of (B, C, X, Y, Z).
-MIRRORS = ((), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4))
+__all__ = ["SegmentationResult", "resolve_device", "segment", "segment_ensemble", "tune_malloc"]
 
 _MALLOC_TUNED: bool | None = None
 
@@ -124,55 +122,6 @@ def resolve_device(device: str = "auto"):
     raise MedsegError("--device " + device, "is not a device", "use auto, cpu, cuda or cuda:N")
 
 
-def _batch_size_for(device, asked: int | None) -> int:
-    if asked:
-        return int(asked)
-    if device.type != "cuda":
-        return 1  # on CPU a larger batch only adds memory: the threads are already busy
-    import torch
-
-    free, _ = torch.cuda.mem_get_info(device)
-    return 4 if free > 16 * 2**30 else 2 if free > 6 * 2**30 else 1
-
-
-class _Predictor:
-    """Runs every network (ensemble) and mirroring (TTA) on a batch of windows; mean logits."""
-
-    def __init__(self, networks, in_channels: Sequence[int], device, *, tta: bool, precision: str,
-                 n_classes: int, where: str) -> None:
-        self.networks = networks
-        self.in_channels = list(in_channels)
-        self.device = device
-        self.mirrors = MIRRORS if tta else ((),)
-        self.precision = precision
-        self.n_classes = n_classes
-        self.where = where
-
-    def __call__(self, batch):
-        import torch
-
-        batch = batch.to(self.device, non_blocking=True)
-        total = None
-        start = 0
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            for net, cin in zip(self.networks, self.in_channels):
-                x = batch[:, start:start + cin]
-                start += cin
-                for dims in self.mirrors:
-                    out = net(x.flip(dims) if dims else x)
-                    if isinstance(out, (list, tuple)):  # deep supervision heads: the first is full size
-                        out = out[0]
-                    out = out.float()
-                    if out.shape[1] != self.n_classes:
-                        raise ModelError(self.where, f"the network gives {out.shape[1]} output channels but "
-                                         f"the model names {self.n_classes} classes",
-                                         "the labels do not belong to this network")
-                    out = out.flip(dims) if dims else out
-                    total = out if total is None else total.add_(out)
-        return total / (len(self.networks) * len(self.mirrors))
-
-
 def segment(volume: Volume, model: Any = "default", *, device: str = "auto", tta: bool = False,
             overlap: float | None = None, roi_size: Sequence[int] | None = None,
             sw_batch_size: int | None = None, precision: str = "auto", crop: bool | None = None,
@@ -195,7 +144,8 @@ def segment(volume: Volume, model: Any = "default", *, device: str = "auto", tta
     roi_size : 3 ints, optional
         Window size in model voxels (default: the model's; must suit the network's down-sampling).
     sw_batch_size : int, optional
-        Windows per forward pass (default: the model's, else 1 on CPU, 1-4 on CUDA by free memory).
+        Windows per forward pass (default: the model's, else measured: up to 4 as memory allows;
+        see :mod:`medseg.inference.predictor`).
     precision : str
         ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"`` (autocast; on CPU
         only worth it where it was measured to agree), ``"fp16"`` (CUDA).
@@ -238,6 +188,11 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
         raise ValueError("segment_ensemble needs at least one model")
     first = models[0]
     _check_compatible(models)
+    in_channels = [_in_channels(m) for m in models]
+    for m, cin in zip(models, in_channels):
+        if cin != 1:
+            raise ModelError(m.path or m.name, f"the network takes {cin} input channels",
+                             "medseg feeds one image per model; multi-channel models are not supported")
     torch_device = resolve_device(device)
     precision = _resolve_precision(precision, torch_device)
     pre = first.preprocessing
@@ -258,7 +213,7 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
         channels.append(preprocess.crop_to_box(preprocess.apply_intensity(values, m.preprocessing.intensity), box))
     del raw, values
     grid = grid.with_box(box)
-    image = torch.from_numpy(np.stack(channels) if len(channels) > 1 else channels[0][None])
+    image = stack_inputs(channels)
     del channels
     report(progress, 1, 1, "preprocess: done")
     check_cancel(cancel, "preprocess")
@@ -267,18 +222,18 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
     plan = plan_windows(grid.box_shape, roi, overlap)
     restorer = LabelRestorer(grid, first.labels.values, entropy=uncertainty)
     networks = [m.network.to(torch_device).eval() for m in models]
-    in_channels = [_in_channels(m) for m in models]
-    predictor = _Predictor(networks, in_channels, torch_device, tta=tta, precision=precision,
-                           n_classes=len(first.labels), where=first.path or first.name)
-    batch = _batch_size_for(torch_device, sw_batch_size or first.sw_batch_size)
+    asked = sw_batch_size or first.sw_batch_size
+    predictor = Predictor(networks, torch_device, tta=tta, precision=precision, n_classes=len(first.labels),
+                          batch_size=asked, where=first.path or first.name)
     try:
         with torch.inference_mode():
             for z_start, slab in sliding_window_slabs(
-                    image, predictor, plan, sw_batch_size=batch, mode=first.blend_mode,
+                    image, predictor, plan, sw_batch_size=asked or MAX_BATCH, mode=first.blend_mode,
                     padding_mode=first.padding_mode, device=torch_device, progress=progress, cancel=cancel):
                 restorer.add(z_start, torch.softmax(slab, dim=0).cpu())
             restorer.finish()
     finally:
+        predictor.restore_layout()
         for net in networks:
             net.to("cpu")  # models stay reusable (napari, batch) and GPU memory is returned
     t_inf = time.perf_counter()
@@ -289,7 +244,8 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
     provenance = {
         "models": [m.describe() for m in models],
         "device": str(torch_device), "precision": precision, "tta": bool(tta), "overlap": overlap,
-        "roi_size": list(roi), "sw_batch_size": batch, "windows": len(plan), "torch_threads": torch.get_num_threads(),
+        "roi_size": list(roi), "windows": len(plan), "torch_threads": torch.get_num_threads(),
+        "sw_batch_size": predictor.batch_size, "predictor": predictor.decisions,
         "malloc_tuned": tuned, "input": volume.describe(), **grid.describe(),
         "computed_fraction": preprocess.box_fraction(box, grid.shape),
         "mixed_voxel_fraction": restorer.mixed_voxels / max(restorer.written_voxels, 1),

@@ -23,10 +23,20 @@ from medseg.errors import InputError
 from medseg.models.spec import IntensitySpec, Preprocessing
 from medseg.volume import Volume
 
-__all__ = ["ModelGrid", "ModelInput", "plan_grid", "to_model_space", "apply_intensity",
-           "resample_to_grid", "resample_linear", "linear_weights", "foreground_box", "window_aligned_box",
-           "compute_box",
-           "check_fits_roi"]
+__all__ = [
+    "ModelGrid",
+    "ModelInput",
+    "apply_intensity",
+    "check_fits_roi",
+    "compute_box",
+    "foreground_box",
+    "linear_weights",
+    "plan_grid",
+    "resample_linear",
+    "resample_to_grid",
+    "to_model_space",
+    "window_aligned_box",
+]
 
 #: An axis in model space shorter than this fraction of the window is "too small": the network
 #: would see mostly padding, and its output there means little.
@@ -137,7 +147,8 @@ def check_fits_roi(grid: ModelGrid, roi_size, where: str) -> None:
             raise InputError(where, f"is too small for the model: it covers {n * spacing[axis]:.0f} mm along "
                              f"model axis {'ijk'[axis]} ({n} voxels at {spacing[axis]:g} mm), the model's "
                              f"window is {roi} voxels ({roi * spacing[axis]:.0f} mm) and at least {need} voxels "
-                             "are needed", "give a larger volume, or a model with a smaller roi_size")
+                             "are needed", "give a larger volume, or a smaller window (--roi-size) if the "
+                             "network allows it")
 
 
 def linear_weights(n_src: int, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

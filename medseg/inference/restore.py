@@ -126,7 +126,6 @@ class LabelRestorer:
             self._probs = self._argmax = None
 
     def _write_planes(self, k0: int, k1: int) -> None:
-        import torch
 
         ax_x, ax_y, ax_z = self._ax
         rel = slice(k0 - ax_z.lo, k1 - ax_z.lo)
@@ -143,28 +142,46 @@ class LabelRestorer:
         lab = am[:, :, z0][ax_x.i0][:, ax_y.i0]
         mixed = np.flatnonzero(~uni)
         if mixed.size:
-            # Separable trilinear: along z and y for whole planes (contiguous lerps at model
-            # resolution in x), then along x only for the mixed voxels (two row gathers each).
-            sub = self._probs[:, :, zmin:zmax]
-            tz0, tz1 = torch.from_numpy(z0), torch.from_numpy(z1)
-            pz = sub.index_select(2, tz0).lerp_(sub.index_select(2, tz1), torch.from_numpy(wz)[:, None])
-            ty0, ty1 = torch.from_numpy(ax_y.i0), torch.from_numpy(ax_y.i1)
-            pzy = pz.index_select(1, ty0).lerp_(pz.index_select(1, ty1), torch.from_numpy(ax_y.w)[:, None, None])
-            del pz
             ii, jj, kk = np.unravel_index(mixed, uni.shape)
-            rows = pzy.reshape(-1, pzy.shape[3])
-            stride_x = pzy.shape[1] * pzy.shape[2]
-            rest = jj * pzy.shape[2] + kk
-            a = rows.index_select(0, torch.from_numpy(ax_x.i0[ii] * stride_x + rest))
-            b = rows.index_select(0, torch.from_numpy(ax_x.i1[ii] * stride_x + rest))
-            a.lerp_(b, torch.from_numpy(ax_x.w[ii])[:, None])
-            lab[ii, jj, kk] = a.argmax(dim=1).numpy()
+            lab[ii, jj, kk] = self._mixed_argmax(zmin, zmax, z0, z1, wz, ii, jj, kk)
         self.mixed_voxels += int(mixed.size)
         self.written_voxels += int(uni.size)
         region = (slice(ax_x.lo, ax_x.hi), slice(ax_y.lo, ax_y.hi), slice(k0, k1))
         self._out[region] = self._lut[lab]
         if self._out_h is not None:
             self._out_h[region] = self._entropy_block(self._probs[:, :, zmin:zmax], z0, z1, wz)
+
+    def _mixed_argmax(self, zmin, zmax, z0, z1, wz, ii, jj, kk) -> np.ndarray:
+        """Argmax of the trilinear class probabilities at the mixed voxels ``(ii, jj, kk)``.
+
+        Along z for whole model planes first (contiguous lerps), then either along y for whole
+        rows and along x per voxel (2 row gathers per voxel), or, when mixed voxels are few, both
+        per voxel (4 gathers): whichever moves fewer rows of ``C`` floats.
+        """
+        import torch
+
+        ax_x, ax_y = self._ax[0], self._ax[1]
+        sub = self._probs[:, :, zmin:zmax]
+        pz = sub.index_select(2, torch.from_numpy(z0)).lerp_(sub.index_select(2, torch.from_numpy(z1)),
+                                                             torch.from_numpy(wz)[:, None])
+        n_x, n_y, n_k, n_c = pz.shape
+        x0, x1, wx = ax_x.i0[ii], ax_x.i1[ii], torch.from_numpy(ax_x.w[ii])[:, None]
+        if 4 * len(ii) < 2 * n_x * len(ax_y.i0) * n_k:
+            rows = pz.reshape(-1, n_c)
+            y0, y1, wy = ax_y.i0[jj], ax_y.i1[jj], torch.from_numpy(ax_y.w[jj])[:, None]
+
+            def at(xs, ys):
+                return rows.index_select(0, torch.from_numpy((xs * n_y + ys) * n_k + kk))
+
+            low = at(x0, y0).lerp_(at(x1, y0), wx)
+            return low.lerp_(at(x0, y1).lerp_(at(x1, y1), wx), wy).argmax(dim=1).numpy()
+        pzy = pz.index_select(1, torch.from_numpy(ax_y.i0)).lerp_(
+            pz.index_select(1, torch.from_numpy(ax_y.i1)), torch.from_numpy(ax_y.w)[:, None, None])
+        rows = pzy.reshape(-1, n_c)
+        stride_x = pzy.shape[1] * n_k
+        rest = jj * n_k + kk
+        a = rows.index_select(0, torch.from_numpy(x0 * stride_x + rest))
+        return a.lerp_(rows.index_select(0, torch.from_numpy(x1 * stride_x + rest)), wx).argmax(dim=1).numpy()
 
     def _entropy_block(self, sub, z0, z1, wz) -> np.ndarray:
         import torch

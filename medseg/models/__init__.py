@@ -25,8 +25,18 @@ from medseg.errors import ModelError
 from medseg.models.labels import DEFAULT_ORGANS, Label, LabelSet
 from medseg.models.spec import IntensitySpec, ModelSpec, NetworkSpec, Preprocessing
 
-__all__ = ["SegmentationModel", "resolve_model", "default_model_path", "ModelSpec", "NetworkSpec",
-           "Preprocessing", "IntensitySpec", "LabelSet", "Label", "DEFAULT_ORGANS"]
+__all__ = [
+    "DEFAULT_ORGANS",
+    "IntensitySpec",
+    "Label",
+    "LabelSet",
+    "ModelSpec",
+    "NetworkSpec",
+    "Preprocessing",
+    "SegmentationModel",
+    "default_model_path",
+    "resolve_model",
+]
 
 
 def default_model_path() -> Path:

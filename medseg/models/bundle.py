@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import ModelError
-from medseg.models.bundle_config import TRUST_HINT, DType, SafeConfig
+from medseg.models.bundle_config import TRUST_HINT, SafeConfig
 from medseg.models.labels import LabelSet
 from medseg.models.spec import IntensitySpec, ModelSpec, NetworkSpec, Preprocessing
 
-__all__ = ["is_bundle", "find_config", "load_bundle", "CONFIG_NAMES"]
+__all__ = ["CONFIG_NAMES", "find_config", "is_bundle", "load_bundle"]
 
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
 _NETWORKS = {"unet": "unet", "segresnet": "segresnet", "swinunetr": "swinunetr", "dynunet": "dynunet"}
@@ -87,8 +87,7 @@ def _target_name(target: Any, where: str, kind: str) -> str:
                          "--trust-bundle runs it, if the bundle ships its scripts/ folder")
     name = target
     for prefix in ("monai.networks.nets.", "monai.transforms."):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
+        name = name.removeprefix(prefix)
     if "." in name:
         raise ModelError(where, f"{kind} {target} is outside what safe mode builds (MONAI networks "
                          "and transforms only)", TRUST_HINT)
@@ -163,7 +162,7 @@ class _Translation:
             return
         name = _target_name(item["_target_"], self.at(f"{tid}#_target_"), "transform")
         base = name[:-1] if name.endswith("d") and name[:-1] in _KNOWN_BASES else name
-        arg = lambda key, default=None: self.source.value(f"{tid}#{key}") if key in item else default  # noqa: E731
+        arg = lambda key, default=None: self.source.value(f"{tid}#{key}") if key in item else default
         if base in _NOOP:
             dtype = arg("dtype")
             if base == "casttotype" and dtype not in (None, "float32") and str(dtype) != "float32":

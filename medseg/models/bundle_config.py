@@ -28,7 +28,7 @@ from typing import Any
 
 from medseg.errors import ModelError
 
-__all__ = ["SafeConfig", "DType", "TRUST_HINT", "split_id"]
+__all__ = ["TRUST_HINT", "DType", "SafeConfig", "split_id"]
 
 TRUST_HINT = "re-run with --trust-bundle only if you trust this bundle's code"
 

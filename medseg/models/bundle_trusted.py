@@ -17,7 +17,7 @@ from typing import Any
 
 from medseg.errors import ModelError
 
-__all__ = ["load_trusted", "TrustedConfig"]
+__all__ = ["TrustedConfig", "load_trusted"]
 
 
 class TrustedConfig:
@@ -77,7 +77,7 @@ def load_trusted(root: Path, config_file: Path, config: dict, meta: dict):
     import torch
     from monai.bundle import ConfigParser
 
-    from medseg.models.bundle import _model, _modality, ensure_importable, translation_for
+    from medseg.models.bundle import _modality, _model, ensure_importable, translation_for
     from medseg.models.bundle_weights import load_weights_into, weights_path
     from medseg.models.spec import ModelSpec
 

@@ -14,7 +14,7 @@ from typing import Any
 from medseg.errors import ModelError
 from medseg.models.bundle_config import TRUST_HINT
 
-__all__ = ["weights_path", "load_weights_into", "checkpoint_loader_id"]
+__all__ = ["checkpoint_loader_id", "load_weights_into", "weights_path"]
 
 
 def checkpoint_loader_id(source: Any) -> str | None:
