@@ -34,7 +34,8 @@ class TrainConfig:
         ``synthetic_fraction`` of the samples come from label maps without images (when
         both kinds are given; ``None``: in proportion to the number of cases);
         ``lesion_probability``: chance that a synthetic sample gets inserted lesions (when the
-        model has a ``lesion`` class).
+        model has a ``lesion`` class), ``lesion_count`` of them; ``ce_class_weights``: class name
+        -> cross-entropy weight (default 1).
     Runtime
         ``device`` ("auto", "cpu", "cuda"), ``amp`` (float16 autocast on CUDA), ``cpu_bf16``
         (bfloat16 autocast on CPU), ``num_workers`` (data loading processes), ``seed``.
@@ -58,6 +59,8 @@ class TrainConfig:
     select: str = "best"
     synthetic_fraction: float | None = None
     lesion_probability: float = 0.5
+    lesion_count: tuple[int, int] = (1, 4)
+    ce_class_weights: dict[str, float] | None = None
     synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
     seed: int = 0
     device: str = "auto"
@@ -77,6 +80,7 @@ class TrainConfig:
         roi = self.roi_size
         roi = (int(roi),) * 3 if isinstance(roi, int) else tuple(int(s) for s in roi)
         object.__setattr__(self, "roi_size", roi)
+        object.__setattr__(self, "lesion_count", tuple(int(n) for n in self.lesion_count))
         if isinstance(self.synthesis, dict):
             object.__setattr__(self, "synthesis", SynthesisSettings(**{
                 k: tuple(v) if isinstance(v, list) else v for k, v in self.synthesis.items()}))
@@ -118,7 +122,7 @@ class TrainConfig:
 RESUME_KEYS = ("arch", "size", "network_kwargs", "spacing_mm", "roi_size", "modality", "epochs",
                "steps_per_epoch", "batch_size", "num_samples", "learning_rate", "weight_decay",
                "warmup_fraction", "val_fraction", "val_every", "synthetic_fraction", "lesion_probability",
-               "synthesis", "seed")
+               "lesion_count", "ce_class_weights", "synthesis", "seed")
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,8 @@ def phantom_cases(cache: str | os.PathLike, seeds=PHANTOM_SEEDS):
     return cases
 
 
-def recipe_config(*, epochs: int = 40, steps_per_epoch: int = 50, num_workers: int = 1):
+def recipe_config(*, epochs: int = 40, steps_per_epoch: int = 50, num_workers: int = 1,
+                  learning_rate: float = 1e-3, stage: int = 1):
     """The training settings of the shipped model (3 mm, 64^3 windows, UNet 16-256)."""
     from medseg.training.config import TrainConfig
     from medseg.training.synth import SynthesisSettings
@@ -115,8 +116,12 @@ def recipe_config(*, epochs: int = 40, steps_per_epoch: int = 50, num_workers: i
     return TrainConfig(
         arch="unet", size="small", spacing_mm=(3.0, 3.0, 3.0), roi_size=(64, 64, 64), modality="CT",
         epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=2, num_samples=2,
-        learning_rate=1e-3, weight_decay=1e-4, warmup_fraction=0.03, val_every=4, select="last",
-        synthetic_fraction=0.9, lesion_probability=0.5,
+        learning_rate=learning_rate, weight_decay=1e-4, warmup_fraction=0.03, val_every=4, select="last",
+        synthetic_fraction=0.9,
+        # Stage 1 left the rare lesion class at zero (its softmax saturated); stage 2 inserts lesions
+        # into every synthetic sample and weights their cross-entropy.
+        lesion_probability=0.5 if stage == 1 else 1.0, lesion_count=(1, 4) if stage == 1 else (2, 5),
+        ce_class_weights=None if stage == 1 else {"lesion": 10.0},
         synthesis=SynthesisSettings(random_intensity_probability=0.1),
         seed=20261124, num_workers=num_workers, half_precision_weights=True,
         name="medseg-default-ct-3mm", version="1.0.0",
@@ -126,8 +131,12 @@ def recipe_config(*, epochs: int = 40, steps_per_epoch: int = 50, num_workers: i
 
 def build_default_model(work: str | os.PathLike, output: str | os.PathLike | None = None, *,
                         shared_data: str | os.PathLike | None = None, config=None, phantoms: bool = True,
-                        progress=None, cancel=None, log=None):
-    """Train (or resume) the default model in ``work`` and copy it to ``output``."""
+                        parent: str | None = None, progress=None, cancel=None, log=None):
+    """Train (or resume) the default model in ``work`` and copy it to ``output``.
+
+    ``parent`` continues from an earlier stage's model folder (same classes, model space and data;
+    a fresh warm-up and cosine schedule at ``config.learning_rate``).
+    """
     from medseg.training.loop import train
 
     config = config or recipe_config()
@@ -135,7 +144,8 @@ def build_default_model(work: str | os.PathLike, output: str | os.PathLike | Non
     sources = label_sources(shared_data)
     real = phantom_cases(work.parent / f"{work.name}-cache") if phantoms else []
     result = train(real, work, config=config, labels=DEFAULT_MODEL_LABELS, synthetic_sources=sources,
-                   validation_data=heldout_cases(shared_data), progress=progress, cancel=cancel, log=log)
+                   validation_data=heldout_cases(shared_data), parent=parent, progress=progress, cancel=cancel,
+                   log=log)
     if output is not None:
         output = Path(output)
         output.mkdir(parents=True, exist_ok=True)
@@ -150,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", required=True, help="run folder (checkpoints; resumed if present)")
     parser.add_argument("--output", help="where to copy the finished model (e.g. medseg/models/default)")
     parser.add_argument("--shared-data", help="the shared data folder (default: ../shared/data)")
+    parser.add_argument("--parent", help="continue from this model folder (a second stage)")
+    parser.add_argument("--stage", type=int, choices=(1, 2), default=1,
+                        help="recipe stage: 2 adds more lesions and weights their loss (default: 1)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default: 1e-3)")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--steps-per-epoch", type=int, default=50)
     parser.add_argument("--num-workers", type=int, default=1)
@@ -163,10 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from medseg.progress import tqdm_progress
 
-    config = recipe_config(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, num_workers=args.num_workers)
+    config = recipe_config(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, num_workers=args.num_workers,
+                           learning_rate=args.lr, stage=args.stage)
     with tqdm_progress(disable=not sys.stderr.isatty()) as bar:
         result = build_default_model(args.work, args.output, shared_data=args.shared_data, config=config,
-                                     phantoms=not args.no_phantoms, progress=bar,
+                                     phantoms=not args.no_phantoms, parent=args.parent, progress=bar,
                                      log=lambda line: print(line, flush=True))
     print(result)
     return 0

@@ -227,7 +227,14 @@ def train(
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     autocast_dtype = torch.float16 if use_amp else (torch.bfloat16 if config.cpu_bf16 and device.type == "cpu" else None)
-    loss_fn = MarginalDiceCELoss()
+    weights = None
+    if config.ce_class_weights:
+        unknown = [n for n in config.ce_class_weights if n not in model_labels.names]
+        if unknown:
+            raise InputError("ce_class_weights", f"names classes the model does not have ({', '.join(unknown)})",
+                             f"use names of {', '.join(model_labels.names)}")
+        weights = torch.tensor([float(config.ce_class_weights.get(n, 1.0)) for n in model_labels.names])
+    loss_fn = MarginalDiceCELoss(class_weights=weights)
 
     history: list[dict[str, Any]] = []
     best_metric: float | None = None
@@ -254,7 +261,7 @@ def train(
     transform = training_transforms(pre, len(model_labels), num_samples=config.num_samples,
                                     synthesis=config.synthesis,
                                     lesion_channel=lesion if synth_items else None,
-                                    lesion_probability=config.lesion_probability)
+                                    lesion_probability=config.lesion_probability, lesion_count=config.lesion_count)
     step = (start_epoch - 1) * steps_per_epoch
     for epoch in range(start_epoch, config.epochs + 1):
         check_cancel(cancel, "medseg train")

@@ -23,16 +23,20 @@ class MarginalDiceCELoss(torch.nn.Module):
     Parameters
     ----------
     smooth : Dice smoothing added to numerator and denominator (MONAI's default 1e-5).
+    class_weights : optional per-channel weights of the cross-entropy (a rare class such as small
+        lesions learns faster with a weight above 1; the softmax otherwise saturates against it).
 
     Call with ``logits`` ``(B, C, *spatial)``, ``target`` ``(B, 1, *spatial)`` channel indices,
     and ``annotated`` ``(B, C)`` bool (channel 0, background, is always treated as annotated).
     """
 
-    def __init__(self, *, dice_weight: float = 1.0, ce_weight: float = 1.0, smooth: float = 1e-5) -> None:
+    def __init__(self, *, dice_weight: float = 1.0, ce_weight: float = 1.0, smooth: float = 1e-5,
+                 class_weights: torch.Tensor | None = None) -> None:
         super().__init__()
         self.dice_weight = dice_weight
         self.ce_weight = ce_weight
         self.smooth = smooth
+        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 annotated: torch.Tensor | None = None) -> torch.Tensor:
@@ -54,7 +58,11 @@ class MarginalDiceCELoss(torch.nn.Module):
         merged_bg = torch.logaddexp(log_p[:, 0], log_unknown)
         picked = log_p.gather(1, target[:, None])[:, 0]
         log_target = torch.where(target == 0, merged_bg, picked)
-        ce = -log_target.mean()
+        if self.class_weights is None:
+            ce = -log_target.mean()
+        else:  # weighted like torch's cross_entropy(weight=...): normalised by the weights' sum
+            weights = self.class_weights.to(logits.device)[target]
+            ce = -(weights * log_target).sum() / weights.sum().clamp_min(1e-8)
 
         # Batch Dice over annotated foreground channels (an unannotated channel of a sample is
         # left out of both sums, so it neither rewards nor penalises that channel).

@@ -226,9 +226,10 @@ class InsertLesionsd(mt.RandomizableTransform, mt.MapTransform):
     """With probability ``prob``, insert synthetic lesions into liver/spleen/kidney of a source."""
 
     def __init__(self, lesion_channel: int, spacing_mm: Sequence[float], prob: float = 0.5,
-                 host_tissues: tuple[str, ...] = ("liver", "spleen", "kidney")) -> None:
+                 host_tissues: tuple[str, ...] = ("liver", "spleen", "kidney"), count: tuple[int, int] = (1, 4)) -> None:
         mt.RandomizableTransform.__init__(self, prob=prob)
         mt.MapTransform.__init__(self, keys=["gen"], allow_missing_keys=True)
+        self.count = tuple(count)
         self.lesion_channel = int(lesion_channel)
         self.spacing_mm = tuple(float(s) for s in spacing_mm)
         self.host_tissues = host_tissues
@@ -243,7 +244,7 @@ class InsertLesionsd(mt.RandomizableTransform, mt.MapTransform):
         gen = np.asarray(d["gen"])[0].astype(np.int32)
         target = np.asarray(d["label"])[0].astype(np.int16)
         gen, target = insert_lesions(gen, target, host_values=hosts, lesion_channel=self.lesion_channel,
-                                     rng=rng, spacing_mm=self.spacing_mm)
+                                     rng=rng, spacing_mm=self.spacing_mm, count=self.count)
         d["gen"] = torch.from_numpy(gen[None].astype(np.int16))
         d["label"] = torch.from_numpy(target[None])
         return d
@@ -270,6 +271,7 @@ def training_transforms(
     synthesis: SynthesisSettings | None = None,
     lesion_channel: int | None = None,
     lesion_probability: float = 0.5,
+    lesion_count: tuple[int, int] = (1, 4),
     augment: bool = True,
 ) -> mt.Compose:
     """The random part of the pipeline, applied to cached items from :func:`load_case` /
@@ -286,7 +288,7 @@ def training_transforms(
                                    indices_key="label_cls_indices", warn=False, allow_missing_keys=True),
     ]
     if lesion_channel is not None:
-        steps.append(InsertLesionsd(lesion_channel, pre.spacing_mm, prob=lesion_probability))
+        steps.append(InsertLesionsd(lesion_channel, pre.spacing_mm, prob=lesion_probability, count=lesion_count))
     if augment:
         steps.append(mt.RandAffined(
             keys, spatial_size=roi, prob=1.0,
