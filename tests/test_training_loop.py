@@ -90,7 +90,7 @@ def test_resume_after_cancel_is_identical_to_an_uninterrupted_run(tiny_data, tmp
     from medseg.progress import CancelToken
     from medseg.training import train
 
-    config = _config(epochs=3, select="last")
+    config = _config(epochs=3, select="last", val_fraction=0.0)
     train(tiny_data, tmp_path / "straight", config=config)
     token = CancelToken()
 
@@ -118,8 +118,8 @@ def test_killed_training_process_resumes_to_the_same_epoch_count(tiny_data, tmp_
 
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "medseg.cli.main", "train", str(tiny_data), "-o", str(out), "--size", "tiny",
-           "--roi", "32", "--spacing", "6", "--epochs", "6", "--steps-per-epoch", "4", "--batch-size", "1",
-           "--val-fraction", "0.5", "--quiet"]
+           "--roi", "32", "--spacing", "6", "--epochs", "5", "--steps-per-epoch", "3", "--batch-size", "1",
+           "--val-fraction", "0", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     pointer = out / "checkpoints" / "last.json"
@@ -135,13 +135,13 @@ def test_killed_training_process_resumes_to_the_same_epoch_count(tiny_data, tmp_
         proc.wait(timeout=60)
     checkpoint = load_checkpoint(out)  # intact after the kill
     killed_at = checkpoint.epoch
-    assert 1 <= killed_at < 6
+    assert 1 <= killed_at < 5
     assert len(checkpoint.state["history"]) == killed_at
-    result = train(tiny_data, out, config=_config(epochs=6, steps_per_epoch=4, num_samples=1, batch_size=1))
-    assert result.resumed_from_epoch == killed_at and result.epochs_completed == 6
+    result = train(tiny_data, out, config=_config(epochs=5, steps_per_epoch=3, val_fraction=0.0))
+    assert result.resumed_from_epoch == killed_at and result.epochs_completed == 5
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert load_checkpoint(out).epoch == 6
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert load_checkpoint(out).epoch == 5
 
 
 def test_finetuning_keeps_parent_values_and_adds_new_classes(trained, tiny_data, tmp_path):

@@ -164,10 +164,13 @@ def load_case(case: TrainingCase, pre: Preprocessing, model_labels: LabelSet) ->
     body = image_arr > (threshold if threshold is not None else image_arr.min())
     margin = [int(np.ceil(pre.crop_margin_mm / s)) for s in pre.spacing_mm]
     box = _crop_box(body | (label_arr > 0), margin) if pre.crop_foreground else tuple(slice(None) for _ in range(3))
+    affine = affine.copy()
+    affine[:3, 3] = affine[:3, :3] @ [b.start or 0 for b in box] + affine[:3, 3]
     return {
         "image": image_arr[box][None].astype(np.float32),
         "label": label_arr[box][None].astype(np.int16),
         "annotated": _annotated(case.label_names, model_labels),
+        "affine": affine,
         "name": case.name,
     }
 
