@@ -147,16 +147,19 @@ transform = Compose([LoadImaged("image"), EnsureChannelFirstd("image"), Orientat
                      Spacingd("image", pixdim=pre.spacing_mm, mode="bilinear"),
                      ScaleIntensityRanged("image", a_min=it.a_min, a_max=it.a_max, b_min=it.b_min, b_max=it.b_max, clip=it.clip)])
 data = transform({"image": cfg["ct"]})
+t1 = time.perf_counter()
 with torch.inference_mode():
     data["pred"] = sliding_window_inference(data["image"][None], pre.roi_size, cfg["sw_batch_size"], model.network,
                                             overlap=pre.overlap, mode="gaussian")[0]
+t2 = time.perf_counter()
 post = Compose([Activationsd("pred", softmax=True),
                 Invertd("pred", transform=transform, orig_keys="image", nearest_interp=False, to_tensor=True),
                 AsDiscreted("pred", argmax=True)])
 labels = post(data)["pred"][0].numpy().astype(np.uint8)
 seconds = time.perf_counter() - t0
 np.save(cfg["out"], labels)
-print(json.dumps({"seconds": seconds, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"seconds": seconds, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "timings": {"preprocess": t1 - t0, "sliding_window": t2 - t1, "invert_argmax": seconds - (t2 - t0)}}))
 """
 
 MEDSEG_CHILD = r"""
@@ -169,7 +172,7 @@ cfg = json.loads(sys.argv[1])
 model = resolve_model(cfg["model"])
 t0 = time.perf_counter()
 result = segment(load_volume(cfg["ct"]), model, device=cfg.get("device", "cpu"), precision=cfg.get("precision", "auto"),
-                 crop=cfg.get("crop"))
+                 crop=cfg.get("crop"), sw_batch_size=cfg.get("medseg_sw_batch_size"))
 seconds = time.perf_counter() - t0
 np.save(cfg["out"], result.labels.array)
 print(json.dumps({"seconds": seconds, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -179,8 +182,8 @@ print(json.dumps({"seconds": seconds, "maxrss_mb": resource.getrusage(resource.R
 """
 
 
-def run_child(code: str, cfg: dict) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=str(REPO))
+def run_child(code: str, cfg: dict, env_extra: dict | None = None) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=str(REPO), **(env_extra or {}))
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True, env=env,
                           check=False)
     if proc.returncode != 0:
@@ -203,6 +206,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--arch", default="unet", choices=("unet", "segresnet"))
     parser.add_argument("--skip-monai", action="store_true", help="time medseg only (GPU runs)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also time medseg without each speed measure (malloc tuning, batching, crop) and in bf16")
     parser.add_argument("--monai-sw-batch-size", type=int, default=4,
                         help="windows per forward pass for plain MONAI (default 4, as MONAI's spleen, BTCV "
                              "and pediatric bundles configure their SlidingWindowInferer)")
@@ -211,32 +216,57 @@ def main() -> int:
     model = make_model(ct, args.arch)
     print(f"volume {ct} {SHAPE}, model {model.name}, {len(EDGES) + 1} classes, 2 threads, "
           f"spacing {SPACING_MM} mm, roi {ROI}, overlap {OVERLAP}, MONAI sw_batch_size {args.monai_sw_batch_size}")
-    runs: dict[str, list[dict]] = {"monai": [], "medseg": []}
-    for repeat in range(args.repeats):  # alternate, so machine noise hits both alike
-        for name, code in (("monai", MONAI_CHILD), ("medseg", MEDSEG_CHILD)):
-            if name == "monai" and args.skip_monai:
-                continue
-            result = run_child(code, {"ct": str(ct), "model": str(model), "out": str(CACHE / f"{name}.npy"),
-                                      "sw_batch_size": args.monai_sw_batch_size})
+    variants = [("medseg", MEDSEG_CHILD, {}, {})]
+    if not args.skip_monai:
+        variants.insert(0, ("monai", MONAI_CHILD, {"sw_batch_size": args.monai_sw_batch_size}, {}))
+    if args.ablation:
+        variants += [("no malloc tuning", MEDSEG_CHILD, {}, {"MEDSEG_MALLOC_TUNING": "0"}),
+                     ("1 window per pass", MEDSEG_CHILD, {"medseg_sw_batch_size": 1}, {}),
+                     ("no foreground crop", MEDSEG_CHILD, {"crop": False}, {}),
+                     ("bf16 autocast", MEDSEG_CHILD, {"precision": "bf16"}, {})]
+    runs: dict[str, list[dict]] = {name: [] for name, *_ in variants}
+    dice: dict[str, dict[int, float]] = {}
+    # Rounds of every variant back to back, in alternating order, so the load of this shared
+    # machine (which swings by 3x within minutes) hits them alike; ratios are taken per round.
+    for repeat in range(args.repeats):
+        for name, code, cfg, env in (variants if repeat % 2 == 0 else variants[::-1]):
+            out = CACHE / f"{name.replace(' ', '_')}.npy"
+            result = run_child(code, {"ct": str(ct), "model": str(model), "out": str(out), **cfg}, env)
             runs[name].append(result)
-            print(f"  run {repeat + 1} {name:>6}: {result['seconds']:7.1f} s, peak RSS {result['maxrss_mb']:7.0f} MB"
-                  + (f", {result['windows']} windows, computed {result['computed_fraction']:.0%} of the model grid, "
-                     f"mixed voxels {result['mixed_voxel_fraction']:.2%}, {result['predictor']}" if name == "medseg"
-                     else ""))
-    best = {k: min(r["seconds"] for r in v) for k, v in runs.items() if v}
-    peak = {k: max(r["maxrss_mb"] for r in v) for k, v in runs.items() if v}
-    if runs["monai"]:
-        a, b = np.load(CACHE / "monai.npy"), np.load(CACHE / "medseg.npy")
-        dice = dice_per_class(a, b, len(EDGES) + 1)
-        print(f"time   medseg/monai = {best['medseg'] / best['monai']:.2f}x (best of {args.repeats}: "
-              f"{best['medseg']:.1f} s vs {best['monai']:.1f} s; target <= 0.6x)")
-        print(f"memory medseg/monai = {peak['medseg'] / peak['monai']:.2f}x ({peak['medseg']:.0f} MB vs "
-              f"{peak['monai']:.0f} MB peak RSS; target <= 0.5x)")
-        print(f"agreement per class (Dice): min {min(dice.values()):.4f} (target >= 0.99); "
-              + ", ".join(f"{c}:{d:.4f}" for c, d in dice.items()))
-        print(f"identical voxels: {np.mean(a == b):.5f}")
+            stages = ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items())
+            print(f"  round {repeat + 1} {name:>18}: {result['seconds']:6.1f} s, peak RSS {result['maxrss_mb']:6.0f} MB "
+                  f"({stages})" + (f"; {result['windows']} windows, computed {result['computed_fraction']:.0%} of the "
+                                   f"model grid, mixed voxels {result['mixed_voxel_fraction']:.2%}, {result['predictor']}"
+                                   if name == "medseg" else ""))
+            if name != "monai" and "monai" in runs and repeat == 0:
+                dice[name] = dice_per_class(np.load(CACHE / "monai.npy"), np.load(out), len(EDGES) + 1) \
+                    if (CACHE / "monai.npy").exists() and runs["monai"] else {}
+    summarise(runs, dice, args.repeats)
     gpu_minutes(ct, model)
     return 0
+
+
+def summarise(runs: dict[str, list[dict]], dice: dict[str, dict[int, float]], repeats: int) -> None:
+    if "monai" not in runs:
+        return
+    a, b = np.load(CACHE / "monai.npy"), np.load(CACHE / "medseg.npy")
+    per_round = [m["seconds"] / r["seconds"] for m, r in zip(runs["medseg"], runs["monai"])]
+    peak = {k: max(r["maxrss_mb"] for r in v) for k, v in runs.items()}
+    print(f"time   medseg/monai = {np.median(per_round):.2f}x median of {repeats} rounds "
+          f"({', '.join(f'{r:.2f}' for r in per_round)}; target <= 0.6x)")
+    print(f"memory medseg/monai = {peak['medseg'] / peak['monai']:.2f}x ({peak['medseg']:.0f} MB vs "
+          f"{peak['monai']:.0f} MB peak RSS; target <= 0.5x)")
+    agreement = dice_per_class(a, b, len(EDGES) + 1)
+    print(f"agreement per class (Dice): min {min(agreement.values()):.4f} (target >= 0.99); "
+          + ", ".join(f"{c}:{d:.4f}" for c, d in agreement.items()))
+    print(f"identical voxels: {np.mean(a == b):.7f}")
+    for name, results in runs.items():
+        if name in ("monai", "medseg"):
+            continue
+        ratios = [v["seconds"] / m["seconds"] for v, m in zip(results, runs["medseg"])]
+        scores = dice.get(name) or {}
+        print(f"  {name:<18}: {np.median(ratios):.2f}x medseg's time (rounds {', '.join(f'{r:.2f}' for r in ratios)}), "
+              f"peak RSS {peak[name]:.0f} MB" + (f", min Dice vs MONAI {min(scores.values()):.4f}" if scores else ""))
 
 
 def gpu_minutes(ct: Path, model: Path) -> None:

@@ -194,3 +194,12 @@ def test_too_small_for_the_window_is_refused():
     with pytest.raises(InputError, match=r"too small for the model.*along model axis k.*at least 24 voxels"):
         check_fits_roi(grid, (96, 96, 96), "thin.nii.gz")
     check_fits_roi(grid, (96, 96, 8), "thin.nii.gz")  # fine for a thin window
+
+
+def test_nan_voxels_read_as_background():
+    array = np.full((20, 20, 20), 100.0, np.float32)
+    array[5:8, 5:8, 5:8] = np.nan
+    array[0, 0, 0] = np.inf
+    volume = Volume(array, _affine("RAS", (1.0, 1.0, 1.0)), "MR")
+    values = resample_to_grid(volume, plan_grid(volume, Preprocessing(spacing_mm=(2.0, 2.0, 2.0))))
+    assert np.isfinite(values).all() and values.min() == 100.0

@@ -301,9 +301,19 @@ class ModelInput:
 
 
 def resample_to_grid(volume: Volume, grid: ModelGrid) -> np.ndarray:
-    """The volume's raw values (HU for CT) trilinearly resampled onto the full model grid (float32)."""
+    """The volume's raw values (HU for CT) trilinearly resampled onto the full model grid (float32).
+
+    NaN/inf (float images from some MR pipelines) become the lowest finite value, so they read as
+    background instead of spreading NaN through every window that touches them.
+    """
     coords = tuple(grid.source_coords(axis) for axis in range(3))
-    return resample_linear(grid.oriented(volume.array), coords)
+    values = resample_linear(grid.oriented(volume.array), coords)
+    if volume.array.dtype.kind == "f":
+        finite = np.isfinite(values)
+        if not finite.all():
+            low = float(values[finite].min()) if finite.any() else 0.0
+            values[~finite] = low
+    return values
 
 
 def compute_box(values: np.ndarray, grid: ModelGrid, preprocessing: Preprocessing, *,
