@@ -283,3 +283,11 @@ def test_device_and_option_errors_are_one_clear_line(ct, bands):
     thin = Volume(ct.array[:, :, :3], ct.affine, "CT")
     with pytest.raises(MedsegError, match="too small for the model"):
         segment(thin, bands, device="cpu")
+
+
+def test_a_window_the_network_cannot_take_is_a_model_error(ct):
+    spec = ModelSpec("swin-odd-window", default_network("swinunetr", size="tiny"), LabelSet({0: "background", 1: "a"}),
+                     Preprocessing(spacing_mm=(6.0, 6.0, 6.0), roi_size=(40, 40, 40)))
+    model = SegmentationModel.from_network(spec, build_network(spec.network, 2))
+    with pytest.raises(ModelError, match=r"the network fails on a \(40, 40, 40\) window.*--roi-size"):
+        segment(ct, model, device="cpu")

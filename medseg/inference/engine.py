@@ -3,7 +3,7 @@
 >>> from medseg.io import load_volume                                   # doctest: +SKIP
 >>> from medseg.inference import segment                                # doctest: +SKIP
 >>> result = segment(load_volume("ct.nii.gz"), "default", progress=print)  # doctest: +SKIP
->>> result.labels.shape == result.labels.source and result.label_set.names  # doctest: +SKIP
+>>> result.labels.same_grid(result.entropy or result.labels), result.present()  # doctest: +SKIP
 
 The flow (each step in its own module): :func:`~medseg.inference.preprocess.plan_grid` and
 ``resample_to_grid`` (orientation and spacing as MONAI's Orientationd/Spacingd, intensity as

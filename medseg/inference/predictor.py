@@ -93,6 +93,7 @@ class Predictor:
         self.batch_size = batch_size  # None until measured
         self.channels_last = False
         self._format_trials: list[tuple[bool, float]] = []
+        self._ran = False
         self.decisions: dict[str, object] = {}
 
     def __call__(self, batch):
@@ -115,9 +116,17 @@ class Predictor:
         began = time.perf_counter()
         try:
             out = self._forward(chunk)
+        except (RuntimeError, ValueError, AssertionError) as exc:
+            if not self._ran:  # the first window: a window size or input the network cannot take
+                raise ModelError(self.where, f"the network fails on a {tuple(chunk.shape[2:])} window "
+                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})",
+                                 "choose a window the network accepts (--roi-size; e.g. multiples of 32 for "
+                                 "SwinUNETR, of the strides' product for UNet/DynUNet)") from exc
+            raise
         finally:
             if meter is not None:
                 meter.close()
+        self._ran = True
         seconds = (time.perf_counter() - began) / chunk.shape[0]
         if meter is not None:
             self._choose_batch(max(meter.total // max(len(self.mirrors), 1), 1))
