@@ -26,8 +26,8 @@ from pathlib import Path
 
 from medseg.models.labels import DEFAULT_ORGANS, LabelSet
 
-__all__ = ["DEFAULT_MODEL_LABELS", "label_sources", "heldout_cases", "phantom_cases", "recipe_config",
-           "build_default_model", "main"]
+__all__ = ["DEFAULT_MODEL_LABELS", "PHANTOM_SEEDS", "PHANTOM_SEEDS_STAGE3", "label_sources", "heldout_cases",
+           "phantom_cases", "recipe_config", "build_default_model", "main"]
 
 #: The default model's classes: medseg's default organs plus a lesion class.
 DEFAULT_MODEL_LABELS: LabelSet = DEFAULT_ORGANS.extended(["lesion"])
@@ -41,6 +41,8 @@ _LABEL_SOURCES = (
 
 #: Phantom seeds used as extra training images (seed 0 is the shipped sample: never).
 PHANTOM_SEEDS = (1, 2, 3, 4)
+#: Stage 3 sees more phantoms, more often (see recipe_config).
+PHANTOM_SEEDS_STAGE3 = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
 def _shared_data(path: str | os.PathLike | None) -> Path:
@@ -117,9 +119,10 @@ def recipe_config(*, epochs: int = 40, steps_per_epoch: int = 50, num_workers: i
         arch="unet", size="small", spacing_mm=(3.0, 3.0, 3.0), roi_size=(64, 64, 64), modality="CT",
         epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=2, num_samples=2,
         learning_rate=learning_rate, weight_decay=1e-4, warmup_fraction=0.03, val_every=4, select="last",
-        synthetic_fraction=0.9,
-        # Stage 1 left the rare lesion class at zero (its softmax saturated); stage 2 inserts lesions
-        # into every synthetic sample and weights their cross-entropy.
+        # Stage 3 shows the phantoms (the only images with real lesion masks) in 30 % of the samples.
+        synthetic_fraction=0.7 if stage == 3 else 0.9,
+        # Stage 1 left the rare lesion class at zero (its softmax saturated); stages 2 and 3 insert
+        # lesions into every synthetic sample and weight their cross-entropy.
         lesion_probability=0.5 if stage == 1 else 1.0, lesion_count=(1, 4) if stage == 1 else (2, 5),
         ce_class_weights=None if stage == 1 else {"lesion": 10.0},
         synthesis=SynthesisSettings(random_intensity_probability=0.1),
@@ -131,7 +134,8 @@ def recipe_config(*, epochs: int = 40, steps_per_epoch: int = 50, num_workers: i
 
 def build_default_model(work: str | os.PathLike, output: str | os.PathLike | None = None, *,
                         shared_data: str | os.PathLike | None = None, config=None, phantoms: bool = True,
-                        parent: str | None = None, progress=None, cancel=None, log=None):
+                        parent: str | None = None, phantom_seeds=PHANTOM_SEEDS, progress=None, cancel=None,
+                        log=None):
     """Train (or resume) the default model in ``work`` and copy it to ``output``.
 
     ``parent`` continues from an earlier stage's model folder (same classes, model space and data;
@@ -142,7 +146,7 @@ def build_default_model(work: str | os.PathLike, output: str | os.PathLike | Non
     config = config or recipe_config()
     work = Path(work)
     sources = label_sources(shared_data)
-    real = phantom_cases(work.parent / f"{work.name}-cache") if phantoms else []
+    real = phantom_cases(work.parent / f"{work.name}-cache", phantom_seeds) if phantoms else []
     result = train(real, work, config=config, labels=DEFAULT_MODEL_LABELS, synthetic_sources=sources,
                    validation_data=heldout_cases(shared_data), parent=parent, progress=progress, cancel=cancel,
                    log=log)
@@ -161,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="where to copy the finished model (e.g. medseg/models/default)")
     parser.add_argument("--shared-data", help="the shared data folder (default: ../shared/data)")
     parser.add_argument("--parent", help="continue from this model folder (a second stage)")
-    parser.add_argument("--stage", type=int, choices=(1, 2), default=1,
-                        help="recipe stage: 2 adds more lesions and weights their loss (default: 1)")
+    parser.add_argument("--stage", type=int, choices=(1, 2, 3), default=1,
+                        help="recipe stage: 2 adds more lesions and weights their loss, 3 also shows "
+                             "phantoms 1-8 in 30 %% of the samples (default: 1)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default: 1e-3)")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--steps-per-epoch", type=int, default=50)
@@ -182,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm_progress(disable=not sys.stderr.isatty()) as bar:
         result = build_default_model(args.work, args.output, shared_data=args.shared_data, config=config,
                                      phantoms=not args.no_phantoms, parent=args.parent, progress=bar,
+                                     phantom_seeds=PHANTOM_SEEDS_STAGE3 if args.stage == 3 else PHANTOM_SEEDS,
                                      log=lambda line: print(line, flush=True))
     print(result)
     return 0
