@@ -204,3 +204,29 @@ def test_other_settings_or_foreign_folders_are_refused(trained, tiny_data, tmp_p
     with pytest.raises(InputError, match="is not empty and is not a medseg training folder"):
         train(tiny_data, foreign, config=_config(epochs=1))
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_finetuning_from_a_monai_bundle_keeps_its_values(tiny_data, shared_data, tmp_path):
+    import shutil
+
+    import torch
+    from monai.networks.nets import UNet
+
+    from medseg.models.store import load_model
+    from medseg.training import train
+
+    bundle = tmp_path / "spleen_ct_segmentation"
+    shutil.copytree(shared_data / "monai_bundles" / "spleen_ct_segmentation", bundle)
+    network_def = json.loads((bundle / "configs" / "inference.json").read_text())["network_def"]
+    torch.manual_seed(0)
+    net = UNet(**{k: v for k, v in network_def.items() if k != "_target_"})
+    (bundle / "models").mkdir(exist_ok=True)
+    torch.save(net.state_dict(), bundle / "models" / "model.pt")  # the zoo's weights are not shipped
+    result = train(tiny_data, tmp_path / "tuned", parent=str(bundle),
+                   config=_config(epochs=1, steps_per_epoch=1, spacing_mm=(6.0, 6.0, 6.0), val_fraction=0.0))
+    tuned = load_model(tmp_path / "tuned")
+    # The bundle's spleen keeps value 1; the data's liver and kidney_right are added after it.
+    assert tuned.spec.labels.to_dict() == {"0": "background", "1": "spleen", "2": "liver", "3": "kidney_right"}
+    assert tuned.spec.network.arch == "unet" and tuned.spec.network.kwargs["norm"] == "batch"
+    assert tuned.spec.provenance["parent"]["source"].startswith("monai-bundle")
+    assert result.epochs_completed == 1
