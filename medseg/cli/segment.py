@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-crop", action="store_true", help="compute the whole image, not just the body")
     parser.add_argument("--uncertainty", action="store_true",
                         help="also write uncertainty.nii.gz (normalised entropy, 0..1)")
+    parser.add_argument("--no-postprocess", action="store_true",
+                        help="keep every island the network predicts (default: the model's clean-up, e.g. "
+                             "each organ's largest connected component)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm_progress(disable=args.quiet) as bar:
         result = segment(volume, model, device=args.device, tta=args.tta, overlap=args.overlap,
                          roi_size=args.roi_size, precision=args.precision, crop=False if args.no_crop else None,
-                         uncertainty=args.uncertainty, progress=bar)
+                         uncertainty=args.uncertainty, postprocess=not args.no_postprocess, progress=bar)
 
     save_volume(result.labels, paths["labels"], inputs=(args.input,))
     write_text_atomic(paths["names"], json.dumps(result.label_set.to_dict(), indent=2) + "\n")

@@ -73,6 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
+    parser.add_argument("--keep-largest", type=lambda text: tuple(n.strip() for n in text.split(",") if n.strip()),
+                        default=(), metavar="NAME,NAME",
+                        help="classes that are one connected organ each: inference keeps only their largest "
+                             "component (e.g. liver,spleen)")
     parser.add_argument("--name", default="", help="model name written into the spec")
     parser.add_argument("--restart", action="store_true", help="discard a previous run in MODEL_DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -96,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                              num_samples=min(2, args.batch_size), learning_rate=args.lr,
                              val_fraction=args.val_fraction, val_every=args.val_every, select=args.select,
                              device=args.device, num_workers=args.num_workers, seed=args.seed,
-                             half_precision_weights=args.half, name=args.name, modality=found.modality)
+                             half_precision_weights=args.half, name=args.name, modality=found.modality,
+                             keep_largest=args.keep_largest)
     except ValueError as exc:
         raise InputError("medseg train", str(exc), "fix the option") from exc
     with tqdm_progress(disable=args.quiet or not sys.stderr.isatty()) as bar:

@@ -26,6 +26,7 @@ import numpy as np
 
 from medseg.errors import MedsegError, ModelError
 from medseg.inference import preprocess
+from medseg.inference.postprocess import keep_largest_components
 from medseg.inference.predictor import MAX_BATCH, Predictor, stack_inputs
 from medseg.inference.restore import LabelRestorer
 from medseg.inference.sliding import plan_windows, sliding_window_slabs
@@ -54,7 +55,8 @@ class SegmentationResult:
         Normalised per-voxel entropy of the class probabilities (0 = certain, 1 = uniform),
         float32 on the input grid, when ``uncertainty=True``; for review ranking.
     timings : dict
-        Seconds per stage: ``preprocess``, ``inference`` (windows and the streamed restore), ``total``.
+        Seconds per stage: ``preprocess``, ``inference`` (windows and the streamed restore), ``postprocess``,
+        ``total``.
     provenance : dict
         Plain data: model(s), device, precision, windows, model grid, crop box, versions.
     """
@@ -125,7 +127,7 @@ def resolve_device(device: str = "auto"):
 def segment(volume: Volume, model: Any = "default", *, device: str = "auto", tta: bool = False,
             overlap: float | None = None, roi_size: Sequence[int] | None = None,
             sw_batch_size: int | None = None, precision: str = "auto", crop: bool | None = None,
-            uncertainty: bool = False, progress: ProgressCallback | None = None,
+            uncertainty: bool = False, postprocess: bool = True, progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None) -> SegmentationResult:
     """Segment ``volume`` into the model's classes; labels come back on the input's grid.
 
@@ -153,6 +155,10 @@ def segment(volume: Volume, model: Any = "default", *, device: str = "auto", tta
         Compute only the foreground box (default: the model's ``crop_foreground``).
     uncertainty : bool
         Also return the normalised entropy map.
+    postprocess : bool
+        Apply the model's clean-up: keep only the largest connected component of each class its
+        spec names (``keep_largest_component``; see :mod:`medseg.inference.postprocess`).
+        ``False`` returns the network's labels as they are.
     progress, cancel
         See :mod:`medseg.progress`; cancellation is checked between windows.
 
@@ -165,13 +171,14 @@ def segment(volume: Volume, model: Any = "default", *, device: str = "auto", tta
     """
     return segment_ensemble(volume, [model], device=device, tta=tta, overlap=overlap, roi_size=roi_size,
                             sw_batch_size=sw_batch_size, precision=precision, crop=crop,
-                            uncertainty=uncertainty, progress=progress, cancel=cancel)
+                            uncertainty=uncertainty, postprocess=postprocess, progress=progress, cancel=cancel)
 
 
 def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "auto", tta: bool = False,
                      overlap: float | None = None, roi_size: Sequence[int] | None = None,
                      sw_batch_size: int | None = None, precision: str = "auto", crop: bool | None = None,
-                     uncertainty: bool = False, progress: ProgressCallback | None = None,
+                     uncertainty: bool = False, postprocess: bool = True,
+                     progress: ProgressCallback | None = None,
                      cancel: CancelToken | None = None) -> SegmentationResult:
     """Segment with several models whose logits are averaged window by window.
 
@@ -238,9 +245,17 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
             net.to("cpu")  # models stay reusable (napari, batch) and GPU memory is returned
     t_inf = time.perf_counter()
 
-    labels = volume.with_array(restorer.labels, modality="SEG")
+    label_array, post = restorer.labels, {}
+    kept = first.spec.keep_largest if (postprocess and first.spec is not None) else ()
+    if kept:
+        label_array, removed = keep_largest_components(label_array, [first.labels.value_of(n) for n in kept])
+        post = {"keep_largest_component": list(kept),
+                "removed_voxels": {first.labels.name_of(v): n for v, n in removed.items()}}
+    labels = volume.with_array(label_array, modality="SEG")
     entropy = volume.with_array(restorer.entropy, modality="") if uncertainty else None
-    timings = {"preprocess": t_pre - t_start, "inference": t_inf - t_pre, "total": t_inf - t_start}
+    t_end = time.perf_counter()
+    timings = {"preprocess": t_pre - t_start, "inference": t_inf - t_pre, "postprocess": t_end - t_inf,
+               "total": t_end - t_start}
     provenance = {
         "models": [m.describe() for m in models],
         "device": str(torch_device), "precision": precision, "tta": bool(tta), "overlap": overlap,
@@ -249,7 +264,7 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
         "malloc_tuned": tuned, "input": volume.describe(), **grid.describe(),
         "computed_fraction": preprocess.box_fraction(box, grid.shape),
         "mixed_voxel_fraction": restorer.mixed_voxels / max(restorer.written_voxels, 1),
-        "versions": _versions(),
+        "postprocessing": post, "versions": _versions(),
     }
     return SegmentationResult(labels, first.labels, entropy, timings, provenance)
 

@@ -167,6 +167,16 @@ class ModelSpec:
     description: str = ""
     #: Provenance: training data, epochs, metrics, parent model... (plain data).
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: Class names that are one connected organ each: inference keeps only their largest
+    #: component (see :mod:`medseg.inference.postprocess`).
+    keep_largest: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_largest", tuple(str(n) for n in self.keep_largest))
+        unknown = [n for n in self.keep_largest if n not in self.labels.names]
+        if unknown:
+            raise ValueError(f"postprocessing.keep_largest_component names {unknown}, which are not "
+                             f"classes of the model ({', '.join(self.labels.names)})")
 
     @property
     def out_channels(self) -> int:
@@ -190,6 +200,7 @@ class ModelSpec:
                         "kwargs": _jsonable(self.network.kwargs)},
             "labels": self.labels.to_list(),
             "preprocessing": pre,
+            "postprocessing": {"keep_largest_component": list(self.keep_largest)},
             "provenance": _jsonable(self.provenance),
         }
 
@@ -215,6 +226,7 @@ class ModelSpec:
             labels=LabelSet.from_data(data["labels"]),
             preprocessing=Preprocessing(**pre),
             provenance=dict(data.get("provenance", {})),
+            keep_largest=tuple((data.get("postprocessing") or {}).get("keep_largest_component", ())),
         )
 
 

@@ -71,8 +71,12 @@ class TrainConfig:
     name: str = ""
     version: str = "1.0.0"
     description: str = ""
+    #: Classes that are one connected organ each; inference keeps their largest component
+    #: (written to the model's spec; empty: no clean-up, or the parent model's when fine-tuning).
+    keep_largest: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_largest", tuple(str(n) for n in self.keep_largest))
         if self.spacing_mm is not None:
             spacing = self.spacing_mm
             spacing = (float(spacing),) * 3 if isinstance(spacing, (int, float)) else tuple(float(s) for s in spacing)

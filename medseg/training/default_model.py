@@ -128,6 +128,9 @@ def recipe_config(*, epochs: int = 40, steps_per_epoch: int = 50, num_workers: i
         synthesis=SynthesisSettings(random_intensity_probability=0.1),
         seed=20261124, num_workers=num_workers, half_precision_weights=True,
         name="medseg-default-ct-3mm", version="1.0.0",
+        # Each of these is one connected organ: stray islands elsewhere are removed at inference.
+        keep_largest=("liver", "spleen", "kidney_right", "kidney_left", "stomach", "pancreas", "aorta",
+                      "lung_right", "lung_left"),
         description="Abdominal/lower-chest CT organs and lesions at 3 mm, trained on CPU from images "
                     "generated from real label maps (see docs/model_card.md)")
 

@@ -62,23 +62,14 @@ def _cases(shared_data: Path | None, sample: Path | None) -> list[dict[str, Any]
 
 
 def keep_largest_components(labels, *, skip: tuple[int, ...] = ()):
-    """The label map with each class reduced to its largest 26-connected component.
+    """The label map with each class except ``skip`` reduced to its largest 26-connected component.
 
-    A common clean-up after organ segmentation (not part of ``medseg segment``); ``skip`` lists
-    values left as they are (bone and lesions are many pieces by nature).
+    For models without the clean-up in their spec; see :mod:`medseg.inference.postprocess`.
     """
-    import cc3d
+    from medseg.inference.postprocess import keep_largest_components as keep
 
-    array = np.asarray(labels.array).copy()
-    for value in np.unique(array):
-        if value == 0 or int(value) in skip:
-            continue
-        mask = array == value
-        components = cc3d.connected_components(mask, connectivity=26)
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
-        array[mask & (components != sizes.argmax())] = 0
-    return labels.with_array(array)
+    values = [int(v) for v in np.unique(labels.array) if v != 0 and int(v) not in skip]
+    return labels.with_array(keep(labels.array, values)[0])
 
 
 def evaluate_heldout(model: str, output: str | Path, *, shared_data: str | Path | None = None,

@@ -72,7 +72,8 @@ def build_model_spec(config: TrainConfig, labels: LabelSet, parent, cases: Seque
             pre = Preprocessing(**{**_pre_dict(pre), "spacing_mm": config.spacing_mm})
         return base.replace(labels=labels, preprocessing=pre,
                             name=config.name or f"{base.name}-finetuned",
-                            version=config.version, description=config.description or base.description)
+                            version=config.version, description=config.description or base.description,
+                            keep_largest=_keep_largest(config, labels) or base.keep_largest)
     modality = config.modality or "CT"
     intensity = (IntensitySpec(kind="window", a_min=-1000.0, a_max=1000.0, b_min=0.0, b_max=1.0, clip=True) if modality.upper() == "CT"
                  else IntensitySpec(kind="zscore", nonzero_threshold=0.0))
@@ -85,7 +86,16 @@ def build_model_spec(config: TrainConfig, labels: LabelSet, parent, cases: Seque
                         roi_size=config.roi_size, overlap=0.25, crop_foreground=modality.upper() == "CT",
                         foreground_threshold=-500.0 if modality.upper() == "CT" else None)
     return ModelSpec(name=config.name or "medseg-trained", network=network, labels=labels, preprocessing=pre,
-                     version=config.version, modality=modality, description=config.description)
+                     version=config.version, modality=modality, description=config.description,
+                     keep_largest=_keep_largest(config, labels))
+
+
+def _keep_largest(config: TrainConfig, labels: LabelSet) -> tuple[str, ...]:
+    unknown = [n for n in config.keep_largest if n not in labels.names]
+    if unknown:
+        raise InputError("--keep-largest", f"names {', '.join(unknown)}, which are not classes of the model "
+                         f"({', '.join(labels.names[1:])})", "use the class names of the data's labels")
+    return tuple(config.keep_largest)
 
 
 def _pre_dict(pre: Preprocessing) -> dict[str, Any]:
