@@ -106,6 +106,29 @@ def test_lesions_cli_semantic_map_uses_itself_for_organs(tmp_path, capsys):
     assert {r["organ_source"] for r in rows} == {"border"}
 
 
+def test_lesions_cli_takes_organ_names_from_segments_labels_json(tmp_path, capsys):
+    """``medseg segment`` writes labels.nii.gz + labels.json; lesions names organs from the JSON, and
+    a JSON beside the map that is not a name table (dcm2niix's BIDS sidecar) is ignored."""
+    organs = nib.load(PHANTOM / "organs.nii.gz")
+    lesions = np.asarray(nib.load(PHANTOM / "lesions.nii.gz").dataobj)
+    semantic = np.asarray(organs.dataobj).copy()
+    semantic[lesions > 0] = 11
+    nib.save(nib.Nifti1Image(semantic, organs.affine), tmp_path / "labels.nii.gz")
+    names = {"0": "background", "1": "liver", "2": "spleen", "11": "lesion"}
+    (tmp_path / "labels.json").write_text(json.dumps(names))
+    code, stdout, _ = run(capsys, "lesions", tmp_path / "labels.nii.gz", "--lesion-label", 11, "--organs",
+                          tmp_path / "labels.nii.gz", "--no-plots", "-o", tmp_path / "out")
+    assert code == 0 and f"organ names from {tmp_path / 'labels.json'}" in stdout
+    rows = list(csv.DictReader((tmp_path / "out" / "lesions.csv").open()))
+    assert sorted(r["organ"] for r in rows) == ["liver"] * 4 + ["spleen"]
+    (tmp_path / "labels.json").write_text(json.dumps({"Modality": "CT", "SeriesDescription": "x"}))
+    code, stdout, _ = run(capsys, "lesions", tmp_path / "labels.nii.gz", "--lesion-label", 11, "--no-plots",
+                          "-o", tmp_path / "out2")
+    assert code == 0 and "organ names" not in stdout
+    rows = list(csv.DictReader((tmp_path / "out2" / "lesions.csv").open()))
+    assert sorted(r["organ"] for r in rows) == ["1"] * 4 + ["2"]
+
+
 def test_lesions_cli_errors_are_one_line(tmp_path, capsys):
     lesions = PHANTOM / "lesions.nii.gz"
     code, _, err = run(capsys, "lesions", lesions, "-o", tmp_path)

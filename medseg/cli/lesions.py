@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from medseg.errors import InputError
+
 HELP = "separate lesion instances, measure each (volume, RECIST axes, HU, organ) and write a table"
 
 
@@ -29,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a map without the lesion label gives zero lesions instead of an error")
     parser.add_argument("--organs", help="organ label map on the same grid (default: LABELS itself when it holds "
                                          "other classes than --lesion-label)")
-    parser.add_argument("--organ-names", metavar="JSON", help='organ names, e.g. {"1": "liver", "2": "spleen"}')
+    parser.add_argument("--organ-names", metavar="JSON", help='a JSON file of organ names, e.g. {"1": "liver", "2": "spleen"} '
+                        '(default: the labels.json that medseg segment wrote beside the organ map)')
     parser.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=26,
                         help="voxels touching by faces (6), +edges (18), +corners (26, default) are connected")
     parser.add_argument("--min-volume", type=float, default=0.0, metavar="MM3",
@@ -43,12 +46,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="write no PNG plots")
 
 
-def _organ_names(path: str | None) -> dict[int, str]:
-    if not path:
-        return {}
+def _organ_names(path: str | None, organs_path: str | None) -> dict[int, str]:
+    """Names from ``--organ-names``, else from the JSON that ``medseg segment`` writes beside its
+    label map (``labels.nii.gz`` -> ``labels.json``), else none (organs are then named by value)."""
     from medseg.cli.evaluate import read_label_names
 
-    return read_label_names(path)
+    if path:
+        return read_label_names(path)
+    if organs_path:
+        beside = _names_beside(Path(organs_path))
+        if beside is not None:
+            try:
+                names = read_label_names(str(beside))
+            except InputError:
+                return {}  # another kind of sidecar (e.g. dcm2niix's BIDS JSON): not names
+            print(f"organ names from {beside}")
+            return names
+    return {}
+
+
+def _names_beside(image: Path) -> Path | None:
+    name = image.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            candidate = image.with_name(name[: -len(suffix)] + ".json")
+            return candidate if candidate.is_file() else None
+    return None
 
 
 def _print_table(table, limit: int = 15) -> None:
@@ -83,13 +106,13 @@ def run(args: argparse.Namespace) -> int:
     image = load_volume(args.image) if args.image else None
     if image is not None and args.modality:
         image = dataclasses.replace(image, modality=args.modality.upper())
-    organs, ignore = None, ()
+    organs, ignore, organs_path = None, (), args.organs
     if args.organs:
         organs = load_volume(args.organs)
         if args.lesion_label is not None and Path(args.organs).resolve() == Path(args.labels).resolve():
             ignore = (args.lesion_label,)  # the lesion class of the same map is not an organ
     elif args.lesion_label is not None and np.any((labels.array != 0) & (labels.array != args.lesion_label)):
-        organs, ignore = labels, (args.lesion_label,)
+        organs, ignore, organs_path = labels, (args.lesion_label,), args.labels
     with tqdm_progress(disable=not sys.stderr.isatty()) as progress:
         if args.as_instances:
             instances = instances_from_map(labels)
@@ -98,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
                 labels, label=args.lesion_label, threshold=args.threshold, any_nonzero=args.any_nonzero,
                 allow_absent_label=args.allow_absent_label, connectivity=args.connectivity,
                 min_volume_mm3=args.min_volume, split_h_mm=args.split, order=args.order, progress=progress)
-        table = lesion_table(instances, image=image, organs=organs, organ_names=_organ_names(args.organ_names),
+        table = lesion_table(instances, image=image, organs=organs, organ_names=_organ_names(args.organ_names, organs_path),
                              ignore_organ_values=ignore, progress=progress)
     command = "medseg lesions " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["lesions"] else ""
     instance_map = instances.labels

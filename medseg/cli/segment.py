@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 HELP = "segment organs in a CT/MR volume; writes labels.nii.gz on the input's grid and labels.json"
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model, trust_bundle=args.trust_bundle)
     for note in model.notes:
         print(f"note: {note}")
-    with tqdm_progress(disable=args.quiet) as bar:
+    with tqdm_progress(disable=args.quiet or not sys.stderr.isatty()) as bar:
         result = segment(volume, model, device=args.device, tta=args.tta, overlap=args.overlap,
                          roi_size=args.roi_size, precision=args.precision, crop=False if args.no_crop else None,
                          uncertainty=args.uncertainty, postprocess=not args.no_postprocess, progress=bar)

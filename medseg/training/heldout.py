@@ -74,10 +74,11 @@ def keep_largest_components(labels, *, skip: tuple[int, ...] = ()):
 
 def evaluate_heldout(model: str, output: str | Path, *, shared_data: str | Path | None = None,
                      sample: str | Path | None = "sample_data/phantom", device: str = "cpu",
-                     keep_largest: bool = False, log=print) -> dict[str, Any]:
+                     keep_largest: bool = False, postprocess: bool = True, log=print) -> dict[str, Any]:
     """Segment every held-out case with ``model``, score it, write reports; returns the summary.
 
-    ``keep_largest`` scores the prediction after :func:`keep_largest_components` (organs only).
+    ``keep_largest`` scores the prediction after :func:`keep_largest_components` (organs only);
+    ``postprocess=False`` skips the model's own clean-up (``segment(..., postprocess=False)``).
     """
     from medseg.evaluation import evaluate
     from medseg.inference import segment
@@ -103,7 +104,7 @@ def evaluate_heldout(model: str, output: str | Path, *, shared_data: str | Path 
             scored[lesion_value] = "lesion"
         roi = _window_for(image, resolved)
         started = time.perf_counter()
-        result = segment(image, resolved, device=device, roi_size=roi)
+        result = segment(image, resolved, device=device, roi_size=roi, postprocess=postprocess)
         seconds = time.perf_counter() - started
         prediction = result.labels
         if keep_largest:
@@ -201,11 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shared-data", help="the shared data folder (default: ../shared/data)")
     parser.add_argument("--sample", default="sample_data/phantom", help="the shipped phantom sample folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    parser.add_argument("--no-postprocess", action="store_true",
+                        help="score the network's labels without the model's clean-up")
     parser.add_argument("--keep-largest", action="store_true",
                         help="score each organ's largest connected component only (bone, lesion unchanged)")
     args = parser.parse_args(argv)
     evaluate_heldout(args.model, args.output, shared_data=args.shared_data, sample=args.sample, device=args.device,
-                     keep_largest=args.keep_largest)
+                     keep_largest=args.keep_largest, postprocess=not args.no_postprocess)
     print((Path(args.output) / "heldout.md").read_text())
     return 0
 
