@@ -70,7 +70,8 @@ def plot_class_metrics(result, path: str | os.PathLike) -> Path:
     if not math.isnan(mean):
         ax.axvline(mean, color="#3b7dd8", linestyle=":", linewidth=1)
     ax.set_title(f"Per-class overlap (mean Dice {mean:.3f})", fontsize=11)
-    ax.legend(loc="lower left", fontsize=8, frameon=True)
+    # Below the axis, where no bar can be: inside it, the legend covered the last class's bars.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     return save_figure(fig, path)
 
