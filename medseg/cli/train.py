@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-epoch", type=int, metavar="N",
                         help="optimiser steps per epoch (default: one per training case, at least 25)")
     parser.add_argument("--batch-size", type=int, default=2, metavar="N", help="crops per step (default: 2)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default: 1e-3)")
+    parser.add_argument("--lr", type=float, help="AdamW learning rate (default: 1e-3, or 1e-4 with --from: a "
+                        "trained model's weights are not thrown far from where they were)")
     parser.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                         help="share of cases held out for validation (default: 0.2)")
     parser.add_argument("--val-every", type=int, default=1, metavar="N", help="validate every N epochs (default: 1)")
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = TrainConfig(arch=args.arch, size=args.size, spacing_mm=args.spacing, roi_size=args.roi,
                              epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                             num_samples=min(2, args.batch_size), learning_rate=args.lr,
+                             num_samples=min(2, args.batch_size),
+                             learning_rate=args.lr if args.lr is not None else (1e-4 if args.parent else 1e-3),
                              val_fraction=args.val_fraction, val_every=args.val_every, select=args.select,
                              device=args.device, num_workers=args.num_workers, seed=args.seed,
                              half_precision_weights=args.half, name=args.name, modality=found.modality,
