@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
                          roi_size=args.roi_size, precision=args.precision, crop=False if args.no_crop else None,
                          uncertainty=args.uncertainty, postprocess=not args.no_postprocess, progress=bar)
 
+    for warning in result.provenance["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     save_volume(result.labels, paths["labels"], inputs=(args.input,))
     write_text_atomic(paths["names"], json.dumps(result.label_set.to_dict(), indent=2) + "\n")
     if args.uncertainty:

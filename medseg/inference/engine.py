@@ -209,6 +209,7 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
         raise MedsegError("--overlap", f"{overlap} is outside [0, 1)", "use e.g. 0.25 or 0.5")
     where = volume.source.path or "input volume"
 
+    warnings = input_warnings(volume, first)
     report(progress, 0, 1, "preprocess: resampling to model space")
     grid = preprocess.plan_grid(volume, pre)
     preprocess.check_fits_roi(grid, roi, where)
@@ -264,9 +265,36 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
         "malloc_tuned": tuned, "input": volume.describe(), **grid.describe(),
         "computed_fraction": preprocess.box_fraction(box, grid.shape),
         "mixed_voxel_fraction": restorer.mixed_voxels / max(restorer.written_voxels, 1),
-        "postprocessing": post, "versions": _versions(),
+        "postprocessing": post, "warnings": warnings, "versions": _versions(),
     }
     return SegmentationResult(labels, first.labels, entropy, timings, provenance)
+
+
+#: A CT in HU has air (outside the body, lungs, bowel gas) near -1000; an image whose darkest
+#: 0.1 % lies above this was not stored in HU (an MR, a PET, a rescaled or windowed export).
+CT_DARKEST_HU = -200.0
+
+
+def input_warnings(volume: Volume, model: SegmentationModel) -> list[str]:
+    """Reasons to distrust the result that are visible before any work: the input's modality is
+    not the model's, or a CT model is given values that are not Hounsfield units.
+
+    Warnings, not errors: a tight crop inside an organ can have no air, and a model's modality can
+    be wrong in its spec; the user decides.
+    """
+    wanted = (model.modality or "").upper()
+    given = (volume.modality or "").upper()
+    where = volume.source.path or "the input"
+    if wanted and given and given not in (wanted, "OT", "SEG") and not (wanted == "CT" and given == "PT"):
+        return [f"{where} is {given} but the model {model.name} was trained on {wanted}: expect a wrong result"]
+    if wanted == "CT":
+        sample = np.asarray(volume.array).ravel()[:: max(1, volume.array.size // 2_000_000)]
+        darkest = float(np.percentile(sample, 0.1))
+        if darkest > CT_DARKEST_HU:
+            return [f"{where} does not look like CT in Hounsfield units (its darkest 0.1 % is at {darkest:.0f}, "
+                    f"air would be near -1000) but the model {model.name} expects CT: an MR or a rescaled image "
+                    f"gives a wrong result"]
+    return []
 
 
 def _resolve_precision(precision: str, device) -> str:
