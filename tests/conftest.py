@@ -62,3 +62,31 @@ def make_volume():
         return Volume(array, affine, modality)
 
     return _make
+
+
+def write_real_ct_pairs(shared_data: Path, out: Path, classes: dict[int, int], names: dict[int, str],
+                        slabs: dict[str, int], *, i0: int, j0: int, size_ij: tuple[int, int], depth: int) -> Path:
+    """Slabs of the real 3 mm CT (``totalsegmentator/example_ct``) as image/label pairs for training.
+
+    ``classes`` maps TotalSegmentator ids to the label values written; ``slabs`` maps a case name to
+    its first k. Each slab keeps the CT's exact geometry (origin moved to the crop's corner).
+    """
+    import json
+
+    import nibabel as nib
+
+    root = shared_data / "totalsegmentator"
+    ct = nib.load(str(root / "example_ct.nii.gz"))
+    seg = np.asarray(nib.load(str(root / "example_seg_fast_force_split.nii.gz")).dataobj)
+    image = np.asarray(ct.dataobj).astype(np.int16)
+    labels = np.zeros(seg.shape, np.uint8)
+    for ts_id, value in classes.items():
+        labels[seg == ts_id] = value
+    for name, k0 in slabs.items():
+        box = (slice(i0, i0 + size_ij[0]), slice(j0, j0 + size_ij[1]), slice(k0, k0 + depth))
+        affine = ct.affine.copy()
+        affine[:3, 3] = ct.affine[:3, :3] @ [i0, j0, k0] + ct.affine[:3, 3]
+        nib.save(nib.Nifti1Image(image[box], affine), str(out / f"{name}_image.nii.gz"))
+        nib.save(nib.Nifti1Image(labels[box], affine), str(out / f"{name}_label.nii.gz"))
+    (out / "labels.json").write_text(json.dumps({"0": "background", **{str(k): v for k, v in names.items()}}))
+    return out

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_real_ct_pairs
 
 from medseg.cli.main import main
 
@@ -22,22 +23,9 @@ def _write(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
 @pytest.fixture(scope="module")
 def real_pairs(shared_data, tmp_path_factory) -> Path:
     """Two slabs of the real 3 mm CT with liver and spleen labels, as image/label pairs."""
-    import nibabel as nib
-
-    root = shared_data / "totalsegmentator"
-    ct = nib.load(str(root / "example_ct.nii.gz"))
-    seg = np.asarray(nib.load(str(root / "example_seg_fast_force_split.nii.gz")).dataobj)
-    image = np.asarray(ct.dataobj).astype(np.int16)
-    out = tmp_path_factory.mktemp("cli_pairs")
-    for name, k0 in (("a", 64), ("b", 76)):
-        affine = ct.affine.copy()
-        affine[:3, 3] = ct.affine[:3, :3] @ [10, 10, k0] + ct.affine[:3, 3]
-        box = (slice(10, 110), slice(10, 90), slice(k0, k0 + 20))
-        label = np.select([seg[box] == 5, seg[box] == 1], [1, 2], 0).astype(np.uint8)
-        _write(out / f"{name}_image.nii.gz", image[box], affine)
-        _write(out / f"{name}_label.nii.gz", label, affine)
-    (out / "labels.json").write_text('{"0": "background", "1": "liver", "2": "spleen"}')
-    return out
+    return write_real_ct_pairs(shared_data, tmp_path_factory.mktemp("cli_pairs"), {5: 1, 1: 2},
+                               {1: "liver", 2: "spleen"}, {"a": 64, "b": 76}, i0=10, j0=10, size_ij=(100, 80),
+                               depth=20)
 
 
 def test_help_lists_the_options_without_importing_torch():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_real_ct_pairs
 
 from medseg.errors import CancelledError, InputError
 
@@ -26,24 +27,9 @@ TINY = dict(size="tiny", roi_size=(32, 32, 32), spacing_mm=(6.0, 6.0, 6.0), step
 @pytest.fixture(scope="module")
 def tiny_data(shared_data, tmp_path_factory) -> Path:
     """Two crops (different slabs) of the real 3 mm CT with liver and right kidney labels."""
-    import nibabel as nib
-
-    root = shared_data / "totalsegmentator"
-    ct = nib.load(str(root / "example_ct.nii.gz"))
-    seg = np.asarray(nib.load(str(root / "example_seg_fast_force_split.nii.gz")).dataobj)
-    image = np.asarray(ct.dataobj).astype(np.int16)
-    labels = np.zeros(seg.shape, np.uint8)
-    labels[seg == 5] = 1  # TotalSegmentator liver
-    labels[seg == 2] = 2  # TotalSegmentator kidney_right
-    out = tmp_path_factory.mktemp("tiny_data")
-    for name, k0 in (("slab_a", 60), ("slab_b", 72)):
-        box = (slice(20, 76), slice(10, 70), slice(k0, k0 + 24))
-        affine = ct.affine.copy()
-        affine[:3, 3] = ct.affine[:3, :3] @ [20, 10, k0] + ct.affine[:3, 3]
-        nib.save(nib.Nifti1Image(image[box], affine), str(out / f"{name}_image.nii.gz"))
-        nib.save(nib.Nifti1Image(labels[box], affine), str(out / f"{name}_label.nii.gz"))
-    (out / "labels.json").write_text('{"0": "background", "1": "liver", "2": "kidney_right"}')
-    return out
+    return write_real_ct_pairs(shared_data, tmp_path_factory.mktemp("tiny_data"), {5: 1, 2: 2},
+                               {1: "liver", 2: "kidney_right"}, {"slab_a": 60, "slab_b": 72}, i0=20, j0=10,
+                               size_ij=(56, 60), depth=24)
 
 
 def _config(**changes):
