@@ -89,7 +89,7 @@ def make_model(ct_path: Path, arch: str) -> Path:
     from medseg.inference import plan_grid
     from medseg.inference.preprocess import apply_intensity, resample_to_grid
     from medseg.io import load_volume
-    from medseg.models.labels import LabelSet
+    from medseg.labels import LabelSet
     from medseg.models.networks import build_network
     from medseg.models.spec import IntensitySpec, ModelSpec, NetworkSpec, Preprocessing
     from medseg.models.store import save_model

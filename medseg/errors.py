@@ -9,8 +9,40 @@ traceback is shown only with ``--debug``. Programming errors are left as ordinar
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 
-__all__ = ["MedsegError", "InputError", "ModelError", "CancelledError"]
+__all__ = ["MedsegError", "InputError", "ModelError", "CancelledError", "option", "api_name"]
+
+#: How an option reference is marked inside a message until a front end renders it.
+_OPTION = re.compile(r"\u27e6([A-Za-z_][A-Za-z0-9_]*)(?:=([^\u27e7]*))?\u27e7")
+
+
+def option(name: str, value: object = None) -> str:
+    """Refer to an API option (``roi_size``) inside an error message, optionally with a value.
+
+    Policy lives in the API and wording in the front end: the core names its keyword argument,
+    and each front end renders it its own way when it prints the error: the CLI as a flag
+    (``--roi-size 64 64 64``), napari as a widget label ("Window size"). ``str(error)`` shows
+    the API form (``roi_size=(64, 64, 64)``), which is what a Python user typed.
+
+    Examples
+    --------
+    >>> err = MedsegError(option("roi_size", 0), "is not a window size", f"use {option('roi_size')} of 32 or more")
+    >>> str(err)
+    'roi_size=0: is not a window size. Use roi_size of 32 or more'
+    >>> err.render(lambda name, value: "--" + name.replace("_", "-") + ("" if value is None else f" {value}"))
+    '--roi-size 0: is not a window size. Use --roi-size of 32 or more'
+    """
+    if value is None:
+        return f"\u27e6{name}\u27e7"
+    text = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+    return f"\u27e6{name}={text}\u27e7"
+
+
+def api_name(name: str, value: str | None) -> str:
+    """The Python rendering of an option reference: ``roi_size`` or ``roi_size=64 64 64``."""
+    return name if value is None else f"{name}={value}"
 
 
 class MedsegError(Exception):
@@ -34,10 +66,21 @@ class MedsegError(Exception):
         self.problem = " ".join(problem.split()).rstrip(".")
         hint = " ".join(hint.split())
         self.hint = hint[:1].upper() + hint[1:]
+        super().__init__(self.render())
+
+    def render(self, style: Callable[[str, str | None], str] | None = None) -> str:
+        """The one-line message with option references rendered by ``style(name, value)``
+        (default: the API's own names, as ``str(error)`` shows them)."""
+        style = style or api_name
         message = f"{self.where}: {self.problem}"
         if self.hint:
             message += f". {self.hint}"
-        super().__init__(message)
+        return _OPTION.sub(lambda m: style(m.group(1), m.group(2)), message)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """API names of the options this error refers to (e.g. ``("roi_size",)``)."""
+        return tuple(dict.fromkeys(m.group(1) for m in _OPTION.finditer(f"{self.where} {self.problem} {self.hint}")))
 
 
 class InputError(MedsegError):

@@ -14,13 +14,14 @@ take two optional keyword arguments:
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Protocol
 
 from medseg.errors import CancelledError
 
-__all__ = ["ProgressCallback", "CancelToken", "report", "check_cancel", "tqdm_progress"]
+__all__ = ["ProgressCallback", "CancelToken", "report", "check_cancel", "tqdm_progress", "hold_for_tests"]
 
 
 class ProgressCallback(Protocol):
@@ -100,3 +101,16 @@ class tqdm_progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def hold_for_tests(point: str) -> None:
+    """Pause at a named point when ``MEDSEG_TEST_HOLD`` names it, so a test can kill the process
+    exactly there (``publish``: a result folder is complete but not yet in place; ``inference``:
+    after the first windows). Prints ``medseg-hold: POINT`` to stderr first. No effect otherwise."""
+    if os.environ.get("MEDSEG_TEST_HOLD") != point:
+        return
+    import sys
+    import time
+
+    print(f"medseg-hold: {point}", file=sys.stderr, flush=True)
+    time.sleep(float(os.environ.get("MEDSEG_TEST_HOLD_SECONDS", "60")))

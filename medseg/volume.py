@@ -25,11 +25,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["Volume", "SourceInfo", "LPS_TO_RAS", "affine_from_lps", "lps_from_affine"]
+if TYPE_CHECKING:
+    from medseg.labels import LabelSet
+
+__all__ = ["Volume", "SourceInfo", "LPS_TO_RAS", "affine_from_lps", "affine_problem", "lps_from_affine"]
 
 #: Flips x and y: turns an LPS affine into a RAS one and back (it is its own inverse).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -64,6 +67,25 @@ class SourceInfo:
 
     def replace(self, **changes: Any) -> SourceInfo:
         return dataclasses.replace(self, **changes)
+
+
+def affine_problem(affine: np.ndarray) -> str:
+    """What is wrong with an affine, in one line ("" when it is a usable voxel-to-world map).
+
+    Spacings below 1 micrometre or above 10 m come from broken headers (a NIfTI whose pixdim is
+    1e-6), not from scanners.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        return f"it is {affine.shape}, not 4x4"
+    if not np.all(np.isfinite(affine)):
+        return "it holds NaN or infinite values"
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(spacing < 1e-3) or np.any(spacing > 1e4):
+        return f"voxel spacing {', '.join(f'{s:.3g}' for s in spacing)} mm is not plausible"
+    if abs(np.linalg.det(affine[:3, :3] / spacing)) < 1e-6:
+        return "its axes are parallel (the direction matrix is singular)"
+    return ""
 
 
 def affine_from_lps(spacing: Sequence[float], origin_lps: Sequence[float],
@@ -105,6 +127,10 @@ class Volume:
         DICOM modality ("CT", "MR", "SEG", ...) or "" when the file format does not say.
     source : SourceInfo
         Where it came from, for provenance and for writing DICOM back.
+    label_set : LabelSet, optional
+        For a label map: what its values mean (value -> class name). Read from the ``labels.json``
+        beside a label file and written back with it, so names travel with the voxels as the
+        geometry does. ``None`` for images and for maps whose values have no names (instance ids).
 
     Examples
     --------
@@ -118,6 +144,7 @@ class Volume:
     affine: np.ndarray
     modality: str = ""
     source: SourceInfo = field(default_factory=SourceInfo)
+    label_set: LabelSet | None = None
 
     def __post_init__(self) -> None:
         array = np.asarray(self.array)
@@ -127,7 +154,8 @@ class Volume:
         if affine.shape != (4, 4):
             raise ValueError(f"affine must be 4x4, got {affine.shape}")
         if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-            raise ValueError(f"affine is singular or not finite:\n{affine}")
+            # One line: this message may reach a user through a reader (see affine_problem).
+            raise ValueError(f"affine is singular or not finite: {affine_problem(affine)}")
         affine.setflags(write=False)
         object.__setattr__(self, "array", array)
         object.__setattr__(self, "affine", affine)
@@ -198,12 +226,22 @@ class Volume:
         )
 
     # --- derived volumes ----------------------------------------------------------------------
-    def with_array(self, array: np.ndarray, *, modality: str | None = None) -> Volume:
-        """A volume on the same grid with other voxel values (e.g. a label map of this image)."""
+    def with_array(self, array: np.ndarray, *, modality: str | None = None,
+                   label_set: LabelSet | None = None) -> Volume:
+        """A volume on the same grid with other voxel values (e.g. a label map of this image).
+
+        The new values mean something else, so ``label_set`` is not carried over: pass the new
+        map's own (or ``self.label_set`` when the values keep their meaning).
+        """
         array = np.asarray(array)
         if array.shape != self.array.shape:
             raise ValueError(f"array shape {array.shape} differs from the volume's {self.array.shape}")
-        return Volume(array, self.affine, self.modality if modality is None else modality, self.source)
+        return Volume(array, self.affine, self.modality if modality is None else modality, self.source,
+                      label_set)
+
+    def with_labels(self, label_set: LabelSet | None) -> Volume:
+        """The same voxels and grid with ``label_set`` naming the values."""
+        return dataclasses.replace(self, label_set=label_set)
 
     def crop(self, box: Sequence[slice]) -> Volume:
         """The sub-volume ``array[box]`` with its affine moved so world positions are unchanged.
@@ -218,7 +256,7 @@ class Volume:
             starts.append(start)
         affine = self.affine.copy()
         affine[:3, 3] = self.voxel_to_world(np.array(starts, dtype=np.float64))
-        return Volume(self.array[tuple(box)], affine, self.modality, self.source)
+        return Volume(self.array[tuple(box)], affine, self.modality, self.source, self.label_set)
 
     def reoriented(self, axcodes: str = "RAS") -> Volume:
         """The same image with its array axes permuted/flipped to ``axcodes``; world unchanged.
@@ -232,7 +270,7 @@ class Volume:
         transform = ornt.ornt_transform(current, target)
         array = ornt.apply_orientation(self.array, transform)
         affine = self.affine @ ornt.inv_ornt_aff(transform, self.array.shape)
-        return Volume(array, affine, self.modality, self.source)
+        return Volume(array, affine, self.modality, self.source, self.label_set)
 
     def describe(self) -> dict[str, Any]:
         """Plain-data summary (JSON-serialisable) of shape, geometry and source."""
@@ -250,4 +288,5 @@ class Volume:
                 "series_uid": self.source.series_uid,
                 "series_description": self.source.series_description,
             },
+            **({"labels": self.label_set.to_dict()} if self.label_set is not None else {}),
         }

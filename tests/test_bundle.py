@@ -133,7 +133,7 @@ def _write_config(bundle: Path, config: dict) -> None:
 
 @pytest.mark.parametrize("where,payload,expected", [
     ("network_def#channels", "$__import__('os').system('touch {marker}') or [8, 16]",
-     r"network_def#channels: needs Python code.*__import__.*--trust-bundle"),
+     r"network_def#channels: needs Python code.*__import__.*trust_bundle=True"),
     ("network_def#_target_", "os.system", r"network_def#_target_: network os.system is outside what safe mode builds"),
     ("preprocessing#transforms#1#_target_", "scripts.transforms.Evil", r"is the bundle's own code \(scripts/\)"),
     ("inferer#roi_size", "$(lambda: __import__('os').system('touch {marker}'))()", r"needs Python code"),

@@ -15,7 +15,7 @@ import torch
 
 from medseg.cli.main import main
 from medseg.io import load_volume, save_volume
-from medseg.models.labels import LabelSet
+from medseg.labels import LabelSet
 from medseg.models.networks import build_network, default_network
 from medseg.models.spec import ModelSpec, Preprocessing
 from medseg.models.store import save_model
@@ -42,7 +42,7 @@ def test_writes_labels_on_the_input_grid(ct_path, model_folder, tmp_path, capsys
     assert main(["segment", str(ct_path), "-o", str(out), "--model", str(model_folder), "--device", "cpu",
                  "--uncertainty", "--quiet"]) == 0
     stdout = capsys.readouterr().out
-    assert stdout.startswith(f"wrote {out / 'labels.nii.gz'} (117x91x20, LPS")
+    assert stdout.startswith("segmented 117x91x20 LPS in ") and f"-> {out}" in stdout.splitlines()[0]
     source, labels = nib.load(str(ct_path)), nib.load(str(out / "labels.nii.gz"))
     assert labels.shape == source.shape and np.array_equal(labels.affine, source.affine)
     assert labels.get_data_dtype() == np.uint8
@@ -50,8 +50,8 @@ def test_writes_labels_on_the_input_grid(ct_path, model_folder, tmp_path, capsys
     uncertainty = nib.load(str(out / "uncertainty.nii.gz"))
     assert uncertainty.shape == source.shape and np.array_equal(uncertainty.affine, source.affine)
     provenance = json.loads((out / "provenance.json").read_text())
-    assert provenance["models"][0]["name"] == "cli-tiny" and provenance["device"] == "cpu"
-    assert sorted(p.name for p in out.iterdir()) == ["labels.json", "labels.nii.gz", "provenance.json",
+    assert provenance["model"]["name"] == "cli-tiny" and provenance["inference"]["device"] == "cpu"
+    assert sorted(p.name for p in out.iterdir()) == ["case.json", "labels.json", "labels.nii.gz", "provenance.json",
                                                      "uncertainty.nii.gz"]
 
 
@@ -61,7 +61,7 @@ def test_dicom_series_in_and_labels_match_it(shared_data, model_folder, tmp_path
     assert main(["segment", str(series), "-o", str(out), "--model", str(model_folder), "--quiet"]) == 0
     labels, volume = load_volume(out / "labels.nii.gz"), load_volume(series)
     assert labels.shape == volume.shape and np.allclose(labels.affine, volume.affine, atol=1e-6)
-    assert "512x512x20, LPS" in capsys.readouterr().out
+    assert "segmented 512x512x20 LPS" in capsys.readouterr().out
 
 
 def _broken_folder(model_folder, tmp_path, kind: str):
@@ -87,7 +87,7 @@ def _broken_folder(model_folder, tmp_path, kind: str):
     ("too-small", "is too small for the model"),
     ("cuda", "CUDA was asked for but is not available"),
     ("no-input", "does not exist"),
-    ("inside-input", "lies inside the input folder"),
+    ("inside-input", "lies inside the input"),
 ])
 def test_bad_input_is_one_line_and_nothing_is_written(case, expected, shared_data, ct_path, model_folder,
                                                         tmp_path, capsys, monkeypatch):

@@ -59,7 +59,7 @@ def test_dicom_label_map_stored_flipped_needs_resample(shared_data):
 
     seg = load_volume(shared_data / TS / "example_seg_dicom.nii.gz")  # LAS
     lps = seg.reoriented("LPS")  # the DICOM grid: same voxels, j flipped
-    with pytest.raises(InputError, match="--resample"):
+    with pytest.raises(InputError, match="resample=True"):
         evaluate(lps, seg, surface=False)
     result = evaluate(lps, seg, surface=False, resample=True)
     assert all(c.dice == 1.0 for c in result.classes) and len(result.classes) == 31

@@ -22,7 +22,7 @@ from medseg.errors import CancelledError, MedsegError, ModelError
 from medseg.inference import resolve_device, segment, segment_ensemble
 from medseg.io import load_volume, save_volume
 from medseg.models import SegmentationModel, resolve_model
-from medseg.models.labels import LabelSet
+from medseg.labels import LabelSet
 from medseg.models.networks import build_network, default_network
 from medseg.models.spec import ModelSpec, NetworkSpec, Preprocessing
 from medseg.models.store import save_model
@@ -289,5 +289,5 @@ def test_a_window_the_network_cannot_take_is_a_model_error(ct):
     spec = ModelSpec("swin-odd-window", default_network("swinunetr", size="tiny"), LabelSet({0: "background", 1: "a"}),
                      Preprocessing(spacing_mm=(6.0, 6.0, 6.0), roi_size=(40, 40, 40)))
     model = SegmentationModel.from_network(spec, build_network(spec.network, 2))
-    with pytest.raises(ModelError, match=r"the network fails on a \(40, 40, 40\) window.*--roi-size"):
+    with pytest.raises(ModelError, match=r"the network fails on a \(40, 40, 40\) window.*roi_size"):
         segment(ct, model, device="cpu")

@@ -13,7 +13,7 @@ from medseg.inference import segment
 from medseg.inference.postprocess import keep_largest_components
 from medseg.io import load_volume
 from medseg.models import SegmentationModel, resolve_model
-from medseg.models.labels import LabelSet
+from medseg.labels import LabelSet
 from medseg.models.networks import build_network
 from medseg.models.spec import ModelSpec, NetworkSpec, Preprocessing
 from medseg.models.store import save_model

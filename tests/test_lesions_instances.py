@@ -94,14 +94,14 @@ def test_bad_inputs_are_clear_errors():
     semantic[1:3, 1:3, 1:3] = 1
     semantic[5:8, 5:8, 1:3] = 3
     volume = Volume(semantic, np.eye(4))
-    with pytest.raises(InputError, match=r"several labels \(1, 3\).*--lesion-label"):
+    with pytest.raises(InputError, match=r"several labels \(1, 3\).*label"):
         find_instances(volume)
     assert find_instances(volume, any_nonzero=True).voxel_counts.tolist() == [18, 8]
     with pytest.raises(InputError, match="no voxels with lesion label 2; it holds 1, 3"):
         find_instances(volume, label=2)
     assert len(find_instances(volume, label=2, allow_absent_label=True)) == 0
     probability = Volume(np.full((6, 6, 4), 0.37, np.float32), np.eye(4))
-    with pytest.raises(InputError, match="non-integer values.*0.37.*--threshold"):
+    with pytest.raises(InputError, match="non-integer values.*0.37.*threshold=0.5"):
         find_instances(probability)
     with pytest.raises(InputError, match="non-integer values"):
         find_instances(probability, label=1)
@@ -111,9 +111,9 @@ def test_bad_inputs_are_clear_errors():
         find_instances(volume, label=1, threshold=0.5)
     with pytest.raises(InputError, match="connectivity"):
         find_instances(volume, label=1, connectivity=8)
-    with pytest.raises(InputError, match="minimum volume"):
+    with pytest.raises(InputError, match="min_volume_mm3"):
         find_instances(volume, label=1, min_volume_mm3=-1)
-    with pytest.raises(InputError, match="split h"):
+    with pytest.raises(InputError, match="split_h_mm"):
         find_instances(volume, label=1, split_h_mm=0)
     negative = Volume(np.full((4, 4, 4), -1, np.int16), np.eye(4))
     with pytest.raises(InputError, match="negative labels"):

@@ -12,7 +12,7 @@ import torch
 from medseg import models
 from medseg.errors import ModelError
 from medseg.models import SegmentationModel, resolve_model
-from medseg.models.labels import LabelSet
+from medseg.labels import LabelSet
 from medseg.models.networks import build_network, default_network
 from medseg.models.spec import ModelSpec, Preprocessing
 from medseg.models.store import SPEC_FILE, save_model
@@ -46,7 +46,7 @@ def test_model_folder_round_trip(model_folder):
 
 def test_default_model(monkeypatch, tmp_path, model_folder):
     monkeypatch.setattr(models, "default_model_path", lambda: tmp_path / "nothing-here")
-    with pytest.raises(ModelError, match=r"--model default: the default model is not installed.*Pass --model"):
+    with pytest.raises(ModelError, match=r"model=default: the default model is not installed.*Pass model"):
         resolve_model("default")
     folder, _ = model_folder
     monkeypatch.setattr(models, "default_model_path", lambda: folder)

@@ -16,7 +16,7 @@ from scipy import ndimage
 from scipy.spatial.distance import pdist
 
 from medseg.io import load_volume
-from medseg.models.labels import DEFAULT_ORGANS
+from medseg.labels import DEFAULT_ORGANS
 from medseg.phantom import DEFAULT_SHAPE, GENERATOR_VERSION, make_phantom
 from medseg.phantom.__main__ import main as phantom_main
 from medseg.phantom._write import write_phantom

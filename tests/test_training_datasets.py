@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medseg.errors import InputError
-from medseg.models.labels import DEFAULT_ORGANS, LabelSet
+from medseg.labels import DEFAULT_ORGANS, LabelSet
 from medseg.models.spec import Preprocessing
 from medseg.training.datasets import discover_cases, read_label_names
 from medseg.training.transforms import channel_lookup, load_case

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medseg.models.labels import DEFAULT_ORGANS
+from medseg.labels import DEFAULT_ORGANS
 from medseg.training.heldout import keep_largest_components, markdown_table, reference_in_model_classes
 from medseg.volume import Volume
 
@@ -42,7 +42,7 @@ def test_keep_largest_components_drops_islands_but_not_skipped_classes():
 
 
 def test_markdown_table_marks_absent_and_false_positive_classes():
-    from medseg.models.labels import LabelSet
+    from medseg.labels import LabelSet
 
     labels = LabelSet({0: "background", 1: "liver", 2: "spleen", 3: "lesion"})
     nan = float("nan")

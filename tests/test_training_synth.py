@@ -113,7 +113,7 @@ def test_lesions_are_hypodense_in_the_image():
 @pytest.mark.shared_data
 def test_class_map_covers_every_totalsegmentator_and_amos_class(shared_data):
     labels_only = shared_data / "train" / "labels_only"
-    from medseg.models.labels import DEFAULT_ORGANS, canonical_name
+    from medseg.labels import DEFAULT_ORGANS, canonical_name
 
     total = json.loads((labels_only / "totalseg_total_classes.json").read_text())
     for value, name in total.items():

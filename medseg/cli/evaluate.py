@@ -37,31 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-plots", action="store_true", help="write no PNG plot")
 
 
-def read_label_names(path: str) -> dict[int, str]:
-    """Class names from JSON: ``{"1": "liver"}``, ``{"labels": {...}}`` or ``[{"value", "name"}]``.
-
-    Background (0) is dropped; keys that are not integers (e.g. ``"_description"``) are refused
-    unless the names sit under ``"labels"``.
-    """
-    import json
-
-    from medseg.errors import InputError
-
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        if isinstance(data, dict) and isinstance(data.get("labels"), (dict, list)):
-            data = data["labels"]
-        if isinstance(data, list):
-            names = {int(d["value"]): str(d["name"]) for d in data}
-        else:
-            names = {int(k): str(v) for k, v in data.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(path, f"is not a readable label-name table ({exc})",
-                         'give JSON like {"1": "liver", "2": "spleen"}') from exc
-    names.pop(0, None)
-    return names
-
-
 def parse_labels(spec: str | None) -> dict[int, str] | None:
     """``"1,2"`` -> {1: "1", 2: "2"}; ``"liver=1,spleen=2"`` -> names; a JSON file -> its names."""
     if not spec:
@@ -70,7 +45,9 @@ def parse_labels(spec: str | None) -> dict[int, str] | None:
 
     path = Path(spec)
     if path.suffix.lower() == ".json" or path.is_file():
-        return read_label_names(spec)
+        from medseg.labels import read_label_table
+
+        return {lab.value: lab.name for lab in read_label_table(spec).foreground}
     labels: dict[int, str] = {}
     for item in spec.split(","):
         name, _, value = item.strip().rpartition("=")

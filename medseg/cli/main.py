@@ -8,22 +8,79 @@ Modules must stay cheap to import (no torch/MONAI at module level) so ``medseg -
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import logging
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
 
 from medseg import __version__
 
-#: Command name -> module, in the order ``--help`` lists them.
+#: Command name -> module, in the order ``--help`` lists them (a module missing from this build
+#: is left out of the list).
 COMMANDS = {
     "info": "medseg.cli.info",
     "convert": "medseg.cli.convert",
+    "run": "medseg.cli.run",
     "segment": "medseg.cli.segment",
     "lesions": "medseg.cli.lesions",
     "evaluate": "medseg.cli.evaluate",
+    "batch": "medseg.cli.batch",
+    "export-seg": "medseg.cli.export_seg",
+    "import-seg": "medseg.cli.import_seg",
+    "export-rtstruct": "medseg.cli.export_rtstruct",
+    "import-rtstruct": "medseg.cli.import_rtstruct",
     "train": "medseg.cli.train",
+    "cache": "medseg.cli.cache",
 }
+
+#: errno -> what to do about it (OS errors are the user's environment, not medseg's bugs).
+_OS_HINTS = {
+    errno.EACCES: "check the permissions of the file or folder",
+    errno.EPERM: "check the permissions of the file or folder",
+    errno.ENOSPC: "free some disk space or write elsewhere; nothing partial was kept",
+    errno.EDQUOT: "free some of your disk quota or write elsewhere",
+    errno.EROFS: "write to a writable location",
+    errno.ELOOP: "a symbolic link points back to itself; fix or remove it",
+    errno.ENAMETOOLONG: "use a shorter path",
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "give a file, not a folder",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
+    errno.EIO: "the disk or network share reported an error; check it",
+}
+
+
+class Terminated(BaseException):
+    """SIGTERM (``timeout``, SLURM, ``docker stop``), turned into an exception so that every
+    ``finally`` and temporary-file clean-up runs, as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised in a subprocess test
+    raise Terminated()
+
+
+def _os_error_line(exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else "medseg"
+    what = exc.strerror or str(exc)
+    hint = _OS_HINTS.get(exc.errno or -1, "")
+    line = f"{where}: {what}"
+    if exc.filename2:
+        line += f" ({exc.filename2})"
+    return line + (f". {hint[:1].upper()}{hint[1:]}" if hint else "")
+
+
+def _interrupted_line(command: str, what: str) -> str:
+    """Say truthfully what an interrupted command left: nothing, or which results are complete."""
+    from medseg.io._atomic import published
+
+    done = published()
+    if not done:
+        return f"medseg {command}: {what}; no partial output was left (earlier results are unchanged)"
+    return (f"medseg {command}: {what} after writing {', '.join(str(p) for p in done)} (complete); "
+            "nothing partial was left")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,14 +113,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = bool(getattr(args, "debug", False))
+    from medseg.cli._options import cli_flag
     from medseg.errors import MedsegError
 
+    # Libraries log problems medseg reports itself (nibabel: "pixdim[1,2,3] should be non-zero");
+    # they would break the one-line rule. --debug shows them.
+    logging.basicConfig(level=logging.DEBUG if debug else logging.CRITICAL, format="%(name)s: %(message)s")
+    logging.getLogger("nibabel").setLevel(logging.DEBUG if debug else logging.CRITICAL)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if hasattr(signal, "SIGTERM") else None
     try:
         return int(args._run(args) or 0)
     except MedsegError as exc:
         if debug:
             traceback.print_exc()
-        print(f"medseg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"medseg {args.command}: error: {exc.render(cli_flag)}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
         # `medseg info DIR | head`: the reader went away; that is not an error of ours. Point
@@ -74,19 +137,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a process killed by a closed pipe
     except KeyboardInterrupt:
-        print(f"medseg {args.command}: interrupted; no partial output was left", file=sys.stderr)
+        print(_interrupted_line(args.command, "interrupted"), file=sys.stderr)
         return 130
+    except Terminated:
+        print(_interrupted_line(args.command, "terminated (SIGTERM)"), file=sys.stderr)
+        return 143
     except MemoryError:
         if debug:
             traceback.print_exc()
         print(f"medseg {args.command}: error: out of memory", file=sys.stderr)
         return 1
+    except OSError as exc:  # the environment: permissions, a full disk, a symlink loop
+        if debug:
+            traceback.print_exc()
+        print(f"medseg {args.command}: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug, not bad input: still one line unless --debug
         if debug:
             traceback.print_exc()
-        print(f"medseg {args.command}: internal error: {type(exc).__name__}: {exc} "
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"medseg {args.command}: internal error: {type(exc).__name__}: {first} "
               "(run with --debug for the traceback and please report it)", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,7 +25,7 @@ def _spacing(text: str) -> tuple[float, float, float]:
     parts = [float(p) for p in text.replace("x", ",").split(",") if p.strip()]
     if len(parts) == 1:
         parts *= 3
-    if len(parts) != 3 or any(p <= 0 for p in parts):
+    if len(parts) != 3 or any(not (p > 0 and p < float("inf")) for p in parts):
         raise argparse.ArgumentTypeError(f"spacing must be one or three positive numbers in mm, got {text!r}")
     return tuple(parts)  # type: ignore[return-value]
 
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig(arch=args.arch, size=args.size, spacing_mm=args.spacing, roi_size=args.roi,
                              epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
                              num_samples=min(2, args.batch_size),
-                             learning_rate=args.lr if args.lr is not None else (1e-4 if args.parent else 1e-3),
+                             learning_rate=args.lr,
                              val_fraction=args.val_fraction, val_every=args.val_every, select=args.select,
                              device=args.device, num_workers=args.num_workers, seed=args.seed,
                              half_precision_weights=args.half, name=args.name, modality=found.modality,
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError("medseg train", str(exc), "fix the option") from exc
     with tqdm_progress(disable=args.quiet or not sys.stderr.isatty()) as bar:
-        result = train(found, args.output, config=config, parent=args.parent, restart=args.restart,
+        result = train(found, args.output, config=config, initial=args.parent, restart=args.restart,
                        progress=bar, log=lambda line: print(line, flush=True))
     print(f"trained {result.epochs_completed} epoch(s) on {result.n_train_cases} case(s) "
           f"({result.n_val_cases} for validation) in {result.seconds:.0f} s; "

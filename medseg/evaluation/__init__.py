@@ -12,7 +12,7 @@ precision, recall, F1, per-lesion Dice and panoptic quality under one stated mat
 
 from medseg.evaluation.detection import DetectionResult, LesionMatch, match_lesions
 from medseg.evaluation.evaluate import ClassMetrics, EvaluationResult, evaluate
-from medseg.evaluation.grids import resample_labels
+from medseg.resample import resample_labels
 from medseg.evaluation.overlap import OverlapCounts, class_overlap
 from medseg.evaluation.surface import SurfaceMetrics, surface_metrics
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medseg.errors import InputError
+from medseg.errors import InputError, option
 from medseg.evaluation.detection import DetectionResult, match_lesions
-from medseg.evaluation.grids import is_sheared, resample_labels
+from medseg.resample import is_sheared, resample_labels
 from medseg.evaluation.overlap import class_overlap, label_counts
 from medseg.evaluation.surface import surface_metrics
 from medseg.lesions.masks import require_integer_labels, require_same_grid, volume_name
@@ -86,6 +86,51 @@ def _classes(labels, pred: np.ndarray, ref: np.ndarray) -> list[tuple[int, str]]
     return [(int(v), str(int(v))) for v in labels if int(v) != 0]
 
 
+def match_by_name(pred: Volume, ref: Volume) -> tuple[Volume, dict[int, str], str]:
+    """Put ``pred``'s values on ``ref``'s by class name (both carry a ``label_set``).
+
+    ``liver`` stored as 6 in the prediction and 1 in the reference is compared as one class.
+    Names are compared as :func:`medseg.labels.canonical_name` does. Classes only the prediction
+    has keep a value above the reference's largest, so they are scored (as absent from the
+    reference) instead of being merged with another class.
+
+    Returns the remapped prediction, the classes to score (ref value -> name) and a note naming
+    the classes found in one map only ("" when the two sets name the same classes).
+    """
+    from medseg.labels import canonical_name
+
+    ref_values = {canonical_name(lab.name): lab.value for lab in ref.label_set.foreground}
+    classes = {lab.value: lab.name for lab in ref.label_set.foreground}
+    lut_size = int(max(pred.label_set.values)) + 1
+    present = label_counts(pred.array)
+    lut_size = max(lut_size, int(max(present, default=0)) + 1)
+    lut = np.zeros(lut_size, dtype=np.int64)
+    next_value = max([*ref.label_set.values, *label_counts(ref.array)]) + 1
+    only_pred = []
+    for lab in pred.label_set.foreground:
+        value = ref_values.get(canonical_name(lab.name))
+        if value is None:
+            value, next_value = next_value, next_value + 1
+            classes[value] = lab.name
+            only_pred.append(lab.name)
+        lut[lab.value] = value
+    unnamed = [v for v in present if v and v not in pred.label_set.values]
+    for v in unnamed:  # values the table does not name: keep them apart, named by value
+        lut[v], next_value = next_value, next_value + 1
+        classes[int(lut[v])] = f"unnamed {v}"
+    pred_names = {canonical_name(n) for n in pred.label_set.names[1:]}
+    only_ref = [lab.name for lab in ref.label_set.foreground if canonical_name(lab.name) not in pred_names]
+    dtype = np.uint8 if next_value < 256 else np.uint16 if next_value < 65536 else np.uint32
+    remapped = pred.with_array(lut.astype(dtype)[pred.array], label_set=None)
+    parts = []
+    if only_pred:
+        parts.append(f"named only in {volume_name(pred, 'the prediction')}: {', '.join(only_pred)}")
+    if only_ref:
+        parts.append(f"named only in {volume_name(ref, 'the reference')}: {', '.join(only_ref)}")
+    note = ("classes matched by name; " + "; ".join(parts)) if parts else ""
+    return remapped, classes, note
+
+
 def _class_boxes(pred: np.ndarray, ref: np.ndarray, values: list[int]) -> dict[int, tuple[slice, ...]]:
     """Per class, the joint bounding box of both maps plus one voxel (one pass per map).
 
@@ -137,7 +182,9 @@ def evaluate(
     pred, ref : Volume
         Integer label maps. They must be on one voxel grid unless ``resample``.
     labels : mapping value -> name, LabelSet or sequence of values, optional
-        Classes to score; default: every non-zero value present in either map.
+        Classes to score (values of ``ref``); default: when both maps carry a ``label_set``,
+        every class either names, matched **by name** (:func:`match_by_name`: the same organ stored
+        under other values is one class); else every non-zero value present in either map.
     lesion_label : int, optional
         Score lesion detection: instances of this label are separated in both maps
         (``connectivity``) and matched (see :mod:`medseg.evaluation.detection`).
@@ -166,15 +213,15 @@ def evaluate(
     for volume, name in ((pred, pred_name), (ref, ref_name)):
         require_integer_labels(volume.array, name)
     if not 0 <= match_iou < 1:
-        raise InputError("match IoU", f"{match_iou} is not in [0, 1)", "use 0.5 (PQ's rule) or e.g. 0.1")
+        raise InputError(option("match_iou", match_iou), f"{match_iou} is not in [0, 1)", "use 0.5 (PQ's rule) or e.g. 0.1")
     if not nsd_tolerance_mm >= 0:
-        raise InputError("NSD tolerance", f"{nsd_tolerance_mm} mm is negative", "use e.g. 2 mm")
+        raise InputError(option("nsd_tolerance_mm", nsd_tolerance_mm), f"{nsd_tolerance_mm} mm is negative", "use e.g. 2 mm")
     notes: list[str] = []
     resampled = False
     if not ref.same_grid(pred):
         if not resample:
             require_same_grid(ref, pred, name=ref_name, other_name=pred_name,
-                              hint="pass --resample to resample the prediction onto the reference grid "
+                              hint=f"pass {option('resample', True)} to resample the prediction onto the reference grid "
                                    "(nearest neighbour)")
         pred = resample_labels(pred, ref)
         resampled = True
@@ -183,6 +230,15 @@ def evaluate(
         notes.append("the grid is sheared (e.g. gantry tilt): surface distances use the per-axis "
                      "spacing and ignore the shear")
     pred_classes, ref_classes = pred, ref
+    if labels is None and not lesion_instances and pred.label_set is not None and ref.label_set is not None:
+        pred_classes, labels, note = match_by_name(pred, ref)
+        if note:
+            notes.append(note)
+    elif labels is None and not lesion_instances and (ref.label_set or pred.label_set) is not None:
+        named = ref.label_set or pred.label_set
+        labels = {lab.value: lab.name for lab in named.foreground}
+        present = (set(label_counts(pred.array)) | set(label_counts(ref.array))) - {0}
+        labels.update({v: str(v) for v in present if v not in labels})
     if lesion_instances and labels is None:
         # Instance ids of two maps mean nothing to each other: score "any lesion" as one class.
         pred_classes = pred.with_array((pred.array != 0).astype(np.uint8))

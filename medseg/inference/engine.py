@@ -24,14 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import MedsegError, ModelError
+from medseg.errors import MedsegError, ModelError, option
+from medseg.device import resolve_device
 from medseg.inference import preprocess
 from medseg.inference.postprocess import keep_largest_components
 from medseg.inference.predictor import MAX_BATCH, Predictor, stack_inputs
 from medseg.inference.restore import LabelRestorer
 from medseg.inference.sliding import plan_windows, sliding_window_slabs
 from medseg.models import SegmentationModel, resolve_model
-from medseg.models.labels import LabelSet
+from medseg.labels import LabelSet
 from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
 from medseg.volume import Volume
 
@@ -55,8 +56,9 @@ class SegmentationResult:
         Normalised per-voxel entropy of the class probabilities (0 = certain, 1 = uniform),
         float32 on the input grid, when ``uncertainty=True``; for review ranking.
     timings : dict
-        Seconds per stage: ``preprocess``, ``inference`` (windows and the streamed restore), ``postprocess``,
-        ``total``.
+        Seconds per stage: ``preprocess`` (model space), ``inference`` (windows and the streamed
+        restore, which are interleaved), of which ``network`` (windows, blending, softmax) and
+        ``restore`` (labels on the input grid), ``postprocess`` (clean-up), ``total``.
     provenance : dict
         Plain data: model(s), device, precision, windows, model grid, crop box, versions.
     """
@@ -97,31 +99,6 @@ def tune_malloc() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3
     _MALLOC_TUNED = bool(libc.mallopt(m_mmap_threshold, limit)) and bool(libc.mallopt(m_trim_threshold, limit))
     return _MALLOC_TUNED
-
-
-def resolve_device(device: str = "auto"):
-    """``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` -> torch.device.
-
-    Raises :class:`MedsegError` when CUDA is asked for and not available.
-    """
-    import torch
-
-    text = str(device).strip().lower()
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    if text == "cuda" or text.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise MedsegError("--device " + device, f"CUDA was asked for but is not available ({why}, "
-                              f"torch {torch.__version__})", "use --device cpu or --device auto")
-        index = int(text.split(":", 1)[1]) if ":" in text else 0
-        if index >= torch.cuda.device_count():
-            raise MedsegError("--device " + device, f"there is no GPU {index} "
-                              f"({torch.cuda.device_count()} visible)", "use --device cuda:0")
-        return torch.device("cuda", index)
-    raise MedsegError("--device " + device, "is not a device", "use auto, cpu, cuda or cuda:N")
 
 
 def segment(volume: Volume, model: Any = "default", *, device: str = "auto", tta: bool = False,
@@ -203,10 +180,10 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
     torch_device = resolve_device(device)
     precision = _resolve_precision(precision, torch_device)
     pre = first.preprocessing
-    roi = tuple(int(r) for r in (roi_size or pre.roi_size))
+    roi = _check_roi(roi_size if roi_size is not None else pre.roi_size)
     overlap = pre.overlap if overlap is None else float(overlap)
     if not 0.0 <= overlap < 1.0:
-        raise MedsegError("--overlap", f"{overlap} is outside [0, 1)", "use e.g. 0.25 or 0.5")
+        raise MedsegError(option("overlap", overlap), "is outside [0, 1)", "use e.g. 0.25 or 0.5")
     where = volume.source.path or "input volume"
 
     warnings = input_warnings(volume, first)
@@ -226,6 +203,7 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
     report(progress, 1, 1, "preprocess: done")
     check_cancel(cancel, "preprocess")
     t_pre = time.perf_counter()
+    t_restore = 0.0  # labels back on the input grid, interleaved with the windows
 
     plan = plan_windows(grid.box_shape, roi, overlap)
     restorer = LabelRestorer(grid, first.labels.values, entropy=uncertainty)
@@ -238,8 +216,12 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
             for z_start, slab in sliding_window_slabs(
                     image, predictor, plan, sw_batch_size=asked or MAX_BATCH, mode=first.blend_mode,
                     padding_mode=first.padding_mode, device=torch_device, progress=progress, cancel=cancel):
+                t_add = time.perf_counter()
                 restorer.add(z_start, torch.softmax(slab, dim=0).cpu())
+                t_restore += time.perf_counter() - t_add
+            t_add = time.perf_counter()
             restorer.finish()
+            t_restore += time.perf_counter() - t_add
     finally:
         predictor.restore_layout()
         for net in networks:
@@ -252,11 +234,11 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
         label_array, removed = keep_largest_components(label_array, [first.labels.value_of(n) for n in kept])
         post = {"keep_largest_component": list(kept),
                 "removed_voxels": {first.labels.name_of(v): n for v, n in removed.items()}}
-    labels = volume.with_array(label_array, modality="SEG")
+    labels = volume.with_array(label_array, modality="SEG", label_set=first.labels)
     entropy = volume.with_array(restorer.entropy, modality="") if uncertainty else None
     t_end = time.perf_counter()
-    timings = {"preprocess": t_pre - t_start, "inference": t_inf - t_pre, "postprocess": t_end - t_inf,
-               "total": t_end - t_start}
+    timings = {"preprocess": t_pre - t_start, "inference": t_inf - t_pre, "network": t_inf - t_pre - t_restore,
+               "restore": t_restore, "postprocess": t_end - t_inf, "total": t_end - t_start}
     provenance = {
         "models": [m.describe() for m in models],
         "device": str(torch_device), "precision": precision, "tta": bool(tta), "overlap": overlap,
@@ -298,14 +280,29 @@ def input_warnings(volume: Volume, model: SegmentationModel) -> list[str]:
     return []
 
 
+def _check_roi(roi_size: Sequence[int]) -> tuple[int, int, int]:
+    """Three whole window sizes >= 1 voxel, or an error naming ``roi_size``."""
+    try:
+        roi = tuple(int(r) for r in roi_size)
+        whole = all(float(r) == int(r) for r in roi_size)
+    except (TypeError, ValueError, OverflowError):
+        roi, whole = (), False
+    if len(roi) != 3 or not whole or min(roi) < 1:
+        shown = list(roi_size) if isinstance(roi_size, (list, tuple)) else roi_size
+        raise MedsegError(option("roi_size", shown), "is not a window size (three whole numbers of model voxels, "
+                          "each 1 or more)", f"leave out {option('roi_size')} to use the model's, or give e.g. "
+                          f"{option('roi_size', (96, 96, 96))}")
+    return roi  # type: ignore[return-value]
+
+
 def _resolve_precision(precision: str, device) -> str:
     text = str(precision).lower()
     if text == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     if text not in ("fp32", "bf16", "fp16"):
-        raise MedsegError("--precision " + precision, "is not a precision", "use auto, fp32, bf16 or fp16")
+        raise MedsegError(option("precision", precision), "is not a precision", "use auto, fp32, bf16 or fp16")
     if text == "fp16" and device.type != "cuda":
-        raise MedsegError("--precision fp16", "float16 autocast needs CUDA", "use fp32 or bf16 on CPU")
+        raise MedsegError(option("precision", "fp16"), "float16 autocast needs CUDA", "use fp32 or bf16 on CPU")
     return text
 
 

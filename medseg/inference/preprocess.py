@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medseg.errors import InputError
+from medseg.errors import InputError, option
 from medseg.models.spec import IntensitySpec, Preprocessing
 from medseg.volume import Volume
 
@@ -98,6 +98,17 @@ class ModelGrid:
         """Model coordinate (fractional index) of every oriented input index on ``axis``."""
         return np.arange(self.oriented_shape[axis], dtype=np.float64) / self.zoom[axis]
 
+    def nearest_labels(self, array: np.ndarray) -> np.ndarray:
+        """A label array on the input grid (input order) -> the model grid by nearest neighbour.
+
+        The same source coordinates as the images' trilinear resampling, rounded, so an image and
+        its label map land on one grid (training uses this; no second grid is planned).
+        """
+        oriented = self.oriented(array)
+        index = [np.clip(np.floor(self.source_coords(axis) + 0.5).astype(np.int64), 0, oriented.shape[axis] - 1)
+                 for axis in range(3)]
+        return np.asarray(oriented)[np.ix_(*index)]
+
     def with_box(self, box) -> ModelGrid:
         return dataclasses.replace(self, box=tuple((int(a), int(b)) for a, b in box))
 
@@ -147,7 +158,7 @@ def check_fits_roi(grid: ModelGrid, roi_size, where: str) -> None:
             raise InputError(where, f"is too small for the model: it covers {n * spacing[axis]:.0f} mm along "
                              f"model axis {'ijk'[axis]} ({n} voxels at {spacing[axis]:g} mm), the model's "
                              f"window is {roi} voxels ({roi * spacing[axis]:.0f} mm) and at least {need} voxels "
-                             "are needed", "give a larger volume, or a smaller window (--roi-size) if the "
+                             "are needed", f"give a larger volume, or a smaller window ({option('roi_size')}) if the "
                              "network allows it")
 
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
+from medseg.progress import CancelToken, ProgressCallback, check_cancel, hold_for_tests, report
 
 __all__ = ["WindowPlan", "plan_windows", "sliding_window_slabs"]
 
@@ -145,6 +145,8 @@ def sliding_window_slabs(
                 wsum[region] += weight
             done += len(batch)
             report(progress, done, total, f"inference: window {done}/{total}")
+            if done == len(batch):
+                hold_for_tests("inference")
         # Planes before the next group's start are final: no later window reaches them.
         next_start = starts[index + 1] if index + 1 < len(starts) else z_start + roi_z
         n_final = next_start - z_start

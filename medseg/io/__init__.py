@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medseg.errors import InputError
+from medseg.errors import InputError, option
 from medseg.io._atomic import atomic_output, refuse_overwriting_inputs, write_text_atomic
 from medseg.io._formats import WRITABLE_SUFFIXES, guess_format
 from medseg.io._series import SeriesInfo, select_series
@@ -63,21 +63,21 @@ def scan(path: str | os.PathLike, *, progress: ProgressCallback | None = None) -
         from medseg.io._nifti import read_nifti_header
 
         header = read_nifti_header(p)
-        return [_file_info(p, fmt, header["shape"], header["affine"])]
+        return [_file_info(p, fmt, header["shape"], header["affine"], header["problems"], header["notes"])]
     if fmt in ("nrrd", "mha"):
         from medseg.io._itk import read_itk_header
 
         header = read_itk_header(p)
-        return [_file_info(p, fmt, header["shape"], header["affine"])]
+        return [_file_info(p, fmt, header["shape"], header["affine"], header["problems"])]
     raise InputError(p, "is not a recognised image (DICOM, NIfTI, NRRD or MHA)",
                      "give a .nii/.nii.gz/.nrrd/.mha file or a DICOM file or folder")
 
 
-def _file_info(path: Path, fmt: str, shape: tuple[int, ...], affine) -> SeriesInfo:
+def _file_info(path: Path, fmt: str, shape: tuple[int, ...], affine, problems=(), notes=()) -> SeriesInfo:
     import numpy as np
     from nibabel.orientations import aff2axcodes
 
-    problems = []
+    problems = list(problems)
     if len(shape) < 3 or (len(shape) == 3 and shape[2] == 1):
         problems.append("2D image: a 3D volume is needed")
     if len([s for s in shape[3:] if s != 1]) > 0:
@@ -86,7 +86,7 @@ def _file_info(path: Path, fmt: str, shape: tuple[int, ...], affine) -> SeriesIn
     return SeriesInfo(index=0, key=path.name, path=str(path), format=fmt, shape=tuple(shape),
                       spacing_mm=spacing, orientation="".join(aff2axcodes(affine)),
                       n_slices=int(shape[2]) if len(shape) > 2 else 1, n_files=1,
-                      problems=tuple(problems), readable=not problems)
+                      problems=tuple(problems), notes=tuple(notes), readable=not problems)
 
 
 def load_volume(
@@ -134,25 +134,37 @@ def load_volume(
         return _dicom.read_dicom(p, series, allow_gaps=allow_gaps, allow_2d=allow_2d,
                                  progress=progress, cancel=cancel)
     if series not in (None, 0, "0"):
-        raise InputError(p, f"is a single {fmt or 'image'} file; --series {series} does not apply",
-                         "leave out --series")
+        raise InputError(p, f"is a single {fmt or 'image'} file; {option('series', series)} does not apply",
+                         f"leave out {option('series')}")
     if fmt == "nifti":
         from medseg.io._nifti import read_nifti
 
-        return read_nifti(p, allow_2d=allow_2d)
+        return _with_label_table(read_nifti(p, allow_2d=allow_2d), p)
     if fmt in ("nrrd", "mha"):
         from medseg.io._itk import read_itk
 
-        return read_itk(p, allow_2d=allow_2d)
+        return _with_label_table(read_itk(p, allow_2d=allow_2d), p)
     raise InputError(p, "is not a recognised image (DICOM, NIfTI, NRRD or MHA)",
                      "give a .nii/.nii.gz/.nrrd/.mha file or a DICOM file or folder")
 
 
-def save_volume(volume: Volume, path: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+def _with_label_table(volume: Volume, path: Path) -> Volume:
+    """Attach the value -> name table beside an integer label file (``X.nii.gz`` -> ``X.json``)."""
+    if volume.array.dtype.kind not in "iub":
+        return volume
+    from medseg.labels import find_label_table
+
+    label_set = find_label_table(path)
+    return volume if label_set is None else volume.with_labels(label_set)
+
+
+def save_volume(volume: Volume, path: str | os.PathLike, *, inputs: tuple[str | os.PathLike, ...] = (),
+                label_table: bool = True) -> Path:
     """Write ``volume`` to NIfTI (.nii/.nii.gz), NRRD (.nrrd) or MetaImage (.mha), atomically.
 
     The file appears only when complete. Refuses to write over the volume's own source file
-    or any path in ``inputs``.
+    or any path in ``inputs``. A label map with a ``label_set`` also gets its names beside it
+    (``X.nii.gz`` -> ``X.json``; ``label_table=False`` to skip).
 
     Returns
     -------
@@ -177,4 +189,10 @@ def save_volume(volume: Volume, path: str | os.PathLike, *, inputs: tuple[str | 
             from medseg.io._itk import write_itk
 
             write_itk(volume, tmp)
+    if label_table and volume.label_set is not None:
+        from medseg.labels import label_table_path, write_label_table
+
+        sidecar = label_table_path(out)
+        refuse_overwriting_inputs(sidecar, (volume.source.path, *inputs))
+        write_label_table(volume.label_set, sidecar)
     return out

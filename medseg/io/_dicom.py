@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.errors import InputError
+from medseg.errors import InputError, option
 from medseg.io._dicom_group import VolumePlan, plan_volumes
 from medseg.io._dicom_scan import HeaderScan, find_files, scan_headers
 from medseg.io._series import SeriesInfo, select_series
@@ -213,8 +213,8 @@ def scan_dicom(path: Path, *, progress: ProgressCallback | None = None) -> list[
 
 
 _HINTS = {
-    "2d": "give the whole series, or pass --allow-2d (allow_2d=True) to read the slice as a volume of depth 1",
-    "gaps": "pass --allow-gaps (allow_gaps=True) to read it anyway; missing slices are then filled "
+    "2d": f"give the whole series, or pass {option('allow_2d', True)} to read the slice as a volume of depth 1",
+    "gaps": f"pass {option('allow_gaps', True)} to read it anyway; missing slices are then filled "
             "with the lowest value",
 }
 
@@ -246,8 +246,8 @@ def _four_d(candidates: list[SeriesInfo], where: str) -> InputError | None:
     shape = "x".join(str(s) for s in c0.shape)
     return InputError(where, f"is a 4D series: {len(candidates)} volumes of {shape} at the same slice "
                       "positions (time points); medseg reads one 3D volume at a time",
-                      f"choose one with --series INDEX ({candidates[0].index}..{candidates[-1].index}) "
-                      f"or --series '{c0.key}'")
+                      f"choose one with {option('series')} ({candidates[0].index}..{candidates[-1].index}) "
+                      f"or {option('series', repr(c0.key))}")
 
 
 def read_dicom(path: Path, series: str | int | None, *, allow_gaps: bool, allow_2d: bool,

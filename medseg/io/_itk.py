@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 from medseg.errors import InputError
 from medseg.io._checks import require_3d_shape, require_finite, require_scalar_dtype
-from medseg.volume import SourceInfo, Volume, affine_from_lps
+from medseg.volume import SourceInfo, Volume, affine_from_lps, affine_problem
 
 __all__ = ["read_itk", "read_itk_header", "write_itk", "volume_to_sitk", "sitk_to_volume"]
 
@@ -49,8 +49,10 @@ def read_itk_header(path: Path) -> dict:
     size = tuple(int(s) for s in reader.GetSize())
     sp, org, dirm = _geometry(reader.GetDimension(), reader.GetSpacing(), reader.GetOrigin(),
                               reader.GetDirection())
-    return {"shape": size, "components": reader.GetNumberOfComponents(),
-            "affine": affine_from_lps(sp, org, dirm)}
+    affine = affine_from_lps(sp, org, dirm)
+    bad = affine_problem(affine)
+    return {"shape": size, "components": reader.GetNumberOfComponents(), "affine": affine,
+            "problems": [f"unusable geometry: {bad}"] if bad else []}
 
 
 def sitk_to_volume(image: sitk.Image, where: str, *, modality: str = "", source: SourceInfo | None = None,
@@ -66,7 +68,12 @@ def sitk_to_volume(image: sitk.Image, where: str, *, modality: str = "", source:
     require_finite(array, where)
     sp, org, dirm = _geometry(image.GetDimension(), image.GetSpacing(), image.GetOrigin(),
                               image.GetDirection())
-    return Volume(array, affine_from_lps(sp, org, dirm), modality, source or SourceInfo(path=where))
+    affine = affine_from_lps(sp, org, dirm)
+    bad = affine_problem(affine)
+    if bad:
+        raise InputError(where, f"has unusable geometry in its header: {bad}",
+                         "fix the spacing/direction in the tool that wrote it")
+    return Volume(array, affine, modality, source or SourceInfo(path=where))
 
 
 def read_itk(path: Path, *, allow_2d: bool = False) -> Volume:

@@ -15,9 +15,12 @@ import numpy as np
 
 from medseg.errors import InputError
 from medseg.io._checks import require_3d_shape, require_finite, require_scalar_dtype
-from medseg.volume import SourceInfo, Volume
+from medseg.volume import SourceInfo, Volume, affine_problem
 
-__all__ = ["read_nifti", "read_nifti_header", "write_nifti"]
+__all__ = ["read_nifti", "read_nifti_header", "write_nifti", "nifti_problems"]
+
+#: sform and qform further apart than this (mm, at any corner of the grid) are reported.
+FORM_DISAGREEMENT_MM = 0.1
 
 
 def _load(path: Path) -> nib.Nifti1Image:
@@ -37,7 +40,65 @@ def read_nifti_header(path: Path) -> dict:
         "affine": np.asarray(img.affine, dtype=np.float64),
         "sform_code": int(img.header["sform_code"]) if "sform_code" in img.header else 0,
         "qform_code": int(img.header["qform_code"]) if "qform_code" in img.header else 0,
+        "problems": nifti_problems(path, img),
+        "notes": _form_notes(img),
     }
+
+
+def _form_notes(img: nib.Nifti1Image) -> list[str]:
+    """sform and qform both set but placing the grid differently: say by how much, and which wins."""
+    header = img.header
+    if int(header.get("sform_code", 0)) <= 0 or int(header.get("qform_code", 0)) <= 0:
+        return []
+    try:
+        sform, qform = header.get_sform(), header.get_qform()
+    except Exception:  # a qform nibabel cannot decode is reported by the geometry check
+        return []
+    corners = np.array([[i, j, k, 1.0] for i in (0, img.shape[0] - 1) for j in (0, img.shape[1] - 1)
+                        for k in (0, (img.shape[2] - 1) if len(img.shape) > 2 else 0)])
+    gap = float(np.max(np.linalg.norm((corners @ sform.T - corners @ qform.T)[:, :3], axis=1)))
+    if not np.isfinite(gap) or gap <= FORM_DISAGREEMENT_MM:
+        return []
+    return [f"sform and qform disagree by up to {gap:.1f} mm; medseg (like nibabel, ITK-SNAP and MONAI) uses "
+            "the sform, tools that read the qform place the image elsewhere"]
+
+
+def _expected_bytes(img: nib.Nifti1Image) -> int:
+    header = img.header
+    return int(header.get_data_offset()) + int(np.prod(img.shape, dtype=np.int64)) * img.get_data_dtype().itemsize
+
+
+def nifti_problems(path: Path, img: nib.Nifti1Image | None = None) -> list[str]:
+    """What makes a NIfTI unreadable that its header alone does not show: a broken affine, or a
+    file shorter than its header says (checked from the size, or a .nii.gz's gzip trailer)."""
+    import gzip
+
+    img = img if img is not None else _load(path)
+    problems = []
+    bad = affine_problem(np.asarray(img.affine, dtype=np.float64))
+    if bad:
+        problems.append(f"unusable geometry: {bad}")
+    expected = _expected_bytes(img)
+    size = path.stat().st_size
+    if not str(path).lower().endswith(".gz"):
+        if size < expected:
+            problems.append(f"truncated: {size} bytes, the header needs {expected}")
+        return problems
+    with open(path, "rb") as handle:  # ISIZE: the uncompressed size mod 2^32, the last 4 bytes
+        handle.seek(max(size - 4, 0))
+        trailer = int.from_bytes(handle.read(4), "little")
+    if trailer == expected % (1 << 32):
+        return problems
+    try:  # no match (several gzip members, or damage): decompress to be sure
+        with gzip.open(path, "rb") as handle:
+            total = 0
+            while chunk := handle.read(1 << 24):
+                total += len(chunk)
+        if total < expected:
+            problems.append(f"truncated: {total} bytes after decompression, the header needs {expected}")
+    except (OSError, EOFError) as exc:
+        problems.append(f"truncated or damaged gzip stream ({exc})")
+    return problems
 
 
 def _scaled_array(img: nib.Nifti1Image, where: str) -> np.ndarray:
@@ -69,6 +130,10 @@ def read_nifti(path: Path, *, allow_2d: bool = False) -> Volume:
     """Read a .nii/.nii.gz file as a :class:`Volume` (RAS affine as nibabel resolves it)."""
     where = str(path)
     img = _load(path)
+    bad = affine_problem(np.asarray(img.affine, dtype=np.float64))
+    if bad:
+        raise InputError(where, f"has unusable geometry in its header: {bad}",
+                         "fix the sform/qform or pixdim in the tool that wrote it")
     require_scalar_dtype(img.get_data_dtype(), where)
     shape = require_3d_shape(img.shape, where, allow_2d=allow_2d)
     array = _scaled_array(img, where)
@@ -79,6 +144,7 @@ def read_nifti(path: Path, *, allow_2d: bool = False) -> Volume:
     header = img.header
     if int(header.get("sform_code", 0)) == 0 and int(header.get("qform_code", 0)) == 0:
         warnings.append("no sform/qform in the header: geometry comes from pixdim alone")
+    warnings += _form_notes(img)
     descrip = header["descrip"].item() if "descrip" in header else b""
     source = SourceInfo(path=where, format="nifti", warnings=tuple(warnings),
                         series_description=descrip.decode("latin-1", "replace").strip("\x00 "))

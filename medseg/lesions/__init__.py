@@ -17,7 +17,13 @@ from medseg.lesions.instances import (
     split_component,
 )
 from medseg.lesions.masks import lesion_mask
-from medseg.lesions.measure import DEFAULT_PERCENTILES, LesionMeasurement, LesionTable, lesion_table
+from medseg.lesions.measure import (
+    DEFAULT_PERCENTILES,
+    RECIST_MEASURABLE_MM,
+    LesionMeasurement,
+    LesionTable,
+    lesion_table,
+)
 from medseg.lesions.shape import AxialDiameters, axial_diameters, slice_axis
 
 __all__ = [
@@ -34,4 +40,5 @@ __all__ = [
     "slice_axis",
     "CONNECTIVITIES",
     "DEFAULT_PERCENTILES",
+    "RECIST_MEASURABLE_MM",
 ]

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from medseg.errors import InputError
+from medseg.errors import InputError, option
 from medseg.lesions._voxels import VoxelGroups, crop_mask, group_voxels
 from medseg.lesions.masks import lesion_mask, require_integer_labels, volume_name
 from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
@@ -193,7 +193,7 @@ def _ordered(groups: VoxelGroups, affine: np.ndarray, order: str) -> np.ndarray:
         return np.lexsort((-xyz[:, 0], -xyz[:, 1], -xyz[:, 2], -counts))
     if order == "position":
         return np.lexsort((-counts, -xyz[:, 0], -xyz[:, 1], -xyz[:, 2]))
-    raise InputError("order", f"{order!r} is not an id order", "use 'volume' or 'position'")
+    raise InputError(option("order", order), "is not an id order", "use 'volume' or 'position'")
 
 
 def _instance_map(components: np.ndarray, removed: np.ndarray, groups: VoxelGroups) -> np.ndarray:
@@ -273,11 +273,11 @@ def find_instances(
     """
     connectivity = _check_connectivity(connectivity)
     if not np.isfinite(min_volume_mm3) or min_volume_mm3 < 0:
-        raise InputError("minimum volume", f"{min_volume_mm3!r} mm^3 is not a volume", "give a number >= 0")
+        raise InputError(option("min_volume_mm3", min_volume_mm3), "is not a volume in mm^3", "give a number >= 0")
     if split_h_mm is not None and (not np.isfinite(split_h_mm) or split_h_mm <= 0):
-        raise InputError("split h", f"{split_h_mm!r} mm must be > 0", "typical values are 1-3 mm")
+        raise InputError(option("split_h_mm", split_h_mm), "must be > 0 mm", "typical values are 1-3 mm")
     if order not in ("volume", "position"):
-        raise InputError("order", f"{order!r} is not an id order", "use 'volume' or 'position'")
+        raise InputError(option("order", order), "is not an id order", "use 'volume' or 'position'")
     import cc3d
 
     where = volume_name(volume, "lesion map")

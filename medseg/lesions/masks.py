@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from medseg.errors import InputError
+from medseg.errors import InputError, option
 from medseg.volume import Volume
 
 __all__ = ["lesion_mask", "require_same_grid", "volume_name", "require_integer_labels"]
@@ -81,7 +81,7 @@ def require_integer_labels(array: np.ndarray, where: str) -> None:
     value = _fractional_example(array)
     if value is not None:
         raise InputError(where, f"holds non-integer values (e.g. {value:.6g}), so it is not a label map",
-                         "pass a threshold (--threshold 0.5) if it is a probability map, "
+                         f"pass a threshold ({option('threshold', 0.5)}) if it is a probability map, "
                          "or give an integer label map")
     if array.dtype.kind in "if" and array.size and array.min() < 0:
         raise InputError(where, f"holds negative labels (minimum {array.min():.6g})",
@@ -133,26 +133,26 @@ def lesion_mask(
     where = volume_name(volume, "lesion map")
     if threshold is not None and label is not None:
         raise InputError(where, "both a lesion label and a probability threshold were given",
-                         "use --lesion-label for label maps or --threshold for probability maps")
+                         f"use {option('label')} for label maps or {option('threshold')} for probability maps")
     if array.dtype.kind not in "biuf":
         raise InputError(where, f"has non-numeric voxels (dtype {array.dtype})", "give a label or probability map")
     if threshold is not None:
         if not isinstance(threshold, numbers.Real) or not np.isfinite(threshold):
-            raise InputError("threshold", f"{threshold!r} is not a finite number", "use e.g. 0.5")
+            raise InputError(option("threshold", threshold), f"{threshold!r} is not a finite number", "use e.g. 0.5")
         if array.dtype.kind == "f" and np.isnan(np.add.reduce(array, axis=None, dtype=np.float64)):
             raise InputError(where, "contains NaN voxels", "fix the probability map")
         return array >= threshold
     if label is not None:
         if isinstance(label, bool) or not isinstance(label, numbers.Integral):
             if not (isinstance(label, numbers.Real) and float(label).is_integer()):
-                raise InputError("lesion label", f"{label!r} is not an integer label value",
+                raise InputError(option("label", label), f"{label!r} is not an integer label value",
                                  "give the integer value of the lesion class")
             label = int(label)
         require_integer_labels(array, where)
         mask = array == label
         if not allow_absent_label and not mask.any() and np.any(array):
             raise InputError(where, f"has no voxels with lesion label {label}; it holds {_values_present(array)}",
-                             "check --lesion-label (or pass --allow-absent-label if no lesion is a "
+                             f"check {option('label')} (or pass {option('allow_absent_label', True)} if no lesion is a "
                              "valid result here)")
         return mask
     if array.dtype == bool:
@@ -164,6 +164,6 @@ def lesion_mask(
     inside = array[mask]
     if inside.size and np.any(inside != inside[0]):
         raise InputError(where, f"holds several labels ({_values_present(array)}), so it is not a binary mask",
-                         "choose the lesion class with --lesion-label N; for an instance map use "
-                         "--as-instances (keep its ids) or --any-nonzero (separate again)")
+                         f"choose the lesion class with {option('label')}; for an instance map use "
+                         f"{option('as_instances', True)} (keep its ids) or {option('any_nonzero', True)} (separate again)")
     return mask

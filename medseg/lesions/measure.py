@@ -22,10 +22,12 @@ from medseg.lesions.shape import (axial_diameters, boundary_faces, boundary_poin
 from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
 from medseg.volume import Volume
 
-__all__ = ["LesionMeasurement", "LesionTable", "lesion_table", "DEFAULT_PERCENTILES"]
+__all__ = ["LesionMeasurement", "LesionTable", "lesion_table", "DEFAULT_PERCENTILES", "RECIST_MEASURABLE_MM"]
 
 #: Intensity percentiles reported per lesion.
 DEFAULT_PERCENTILES = (5, 25, 50, 75, 95)
+#: RECIST 1.1: a lesion is measurable when its longest axial diameter is at least 10 mm.
+RECIST_MEASURABLE_MM = 10.0
 _AXIS_NAMES = "ijk"
 
 
@@ -109,6 +111,11 @@ class LesionTable:
             if r.id == lesion_id:
                 return r
         raise KeyError(f"no lesion with id {lesion_id}")
+
+    @property
+    def n_recist_measurable(self) -> int:
+        """Lesions whose axial long axis is at least :data:`RECIST_MEASURABLE_MM`."""
+        return sum(r.axial_long_axis_mm >= RECIST_MEASURABLE_MM for r in self.rows)
 
     @property
     def total_volume_ml(self) -> float:
@@ -251,11 +258,12 @@ def lesion_table(
         voxels, or, if it lies outside every organ, the one most frequent in the one-voxel
         shell around it (e.g. a tumour cut out of the liver label in the same map).
     organ_names : mapping value -> name, optional
-        Names for organ values (e.g. a :class:`~medseg.models.labels.LabelSet`'s ``to_dict``
-        with int keys); the value is used as name otherwise.
+        Names for organ values; default: the organ map's own ``label_set`` (the value is used as
+        name when it has none).
     ignore_organ_values : sequence of int
         Organ values that are not organs (e.g. the lesion label itself when ``organs`` is the
-        semantic map the lesions came from).
+        semantic map the lesions came from); default: the classes of the organ map's
+        ``label_set`` whose names mean a lesion (:data:`medseg.labels.LESION_NAMES`).
     percentiles : sequence of float
         Intensity percentiles to report (numpy's linear interpolation).
     progress, cancel
@@ -289,6 +297,12 @@ def lesion_table(
         require_same_grid(labels, organs, name=labels_name, other_name=organs_name)
         require_integer_labels(organs.array, organs_name)
         organs_array = organs.array
+    if organs is not None and organs.label_set is not None:
+        # Names travel with the organ map: its lesion classes are not organs.
+        if organ_names is None:
+            organ_names = {lab.value: lab.name for lab in organs.label_set}
+        if not ignore_organ_values:
+            ignore_organ_values = organs.label_set.lesion_values()
     names = {int(k): str(v) for k, v in (organ_names or {}).items()}
     percentiles = tuple(float(q) for q in percentiles)
     if any(not 0 <= q <= 100 for q in percentiles):

@@ -17,12 +17,13 @@ built inside the loaders.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medseg.errors import ModelError
-from medseg.models.labels import DEFAULT_ORGANS, Label, LabelSet
+from medseg.errors import ModelError, option
+from medseg.labels import DEFAULT_ORGANS, Label, LabelSet
 from medseg.models.spec import IntensitySpec, ModelSpec, NetworkSpec, Preprocessing
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SegmentationModel",
     "default_model_path",
     "resolve_model",
+    "clear_model_cache",
 ]
 
 
@@ -119,8 +121,28 @@ class SegmentationModel:
                 "blend_mode": self.blend_mode, "notes": list(self.notes)}
 
 
+_LOADED: dict[tuple, SegmentationModel] = {}
+_LOADED_LOCK = threading.Lock()
+#: Models kept loaded per process (a napari session or a batch worker switches between few).
+CACHE_SIZE = 2
+
+
+def _cache_key(path: Path, trust_bundle: bool) -> tuple:
+    """A loaded model is reused while its folder's files are unchanged (sizes and mtimes)."""
+    root = path.parent.parent if path.is_file() and path.parent.name == "configs" else path
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files[:200])
+    return (str(path.resolve()), bool(trust_bundle), stamp)
+
+
+def clear_model_cache() -> None:
+    """Forget every loaded model (e.g. after replacing a model folder in place)."""
+    with _LOADED_LOCK:
+        _LOADED.clear()
+
+
 def resolve_model(model: Any = "default", *, trust_bundle: bool = False,
-                  verify_sha256: bool = True) -> SegmentationModel:
+                  verify_sha256: bool = True, cache: bool = True) -> SegmentationModel:
     """Turn ``"default"``, a model folder, a MONAI bundle or a loaded model into a SegmentationModel.
 
     Parameters
@@ -134,6 +156,10 @@ def resolve_model(model: Any = "default", *, trust_bundle: bool = False,
         is code, and safe mode builds only MONAI networks and known transforms from literal data.
     verify_sha256 : bool
         Check a medseg model's weights against the sha256 in its spec.
+    cache : bool
+        Reuse a model this process already loaded from the same, unchanged folder (the last
+        :data:`CACHE_SIZE` are kept): ``segment(volume, "default")`` in a loop, a batch worker and
+        napari load it once.
 
     Raises
     ------
@@ -151,13 +177,34 @@ def resolve_model(model: Any = "default", *, trust_bundle: bool = False,
     if str(model) == "default":
         folder = default_model_path()
         if not store.is_model_folder(folder):
-            raise ModelError("--model default", f"the default model is not installed ({folder} has no "
-                             f"{store.SPEC_FILE})", "pass --model with a medseg model folder or a MONAI "
+            raise ModelError(option("model", "default"), f"the default model is not installed ({folder} has no "
+                             f"{store.SPEC_FILE})", f"pass {option('model')} with a medseg model folder or a MONAI "
                              "bundle, or install a medseg build that ships the default model")
-        return SegmentationModel.from_loaded(store.load_model(folder, verify_sha256=verify_sha256))
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise ModelError(path, "does not exist", "give 'default', a medseg model folder or a MONAI bundle folder")
+        path = folder
+    else:
+        path = Path(model).expanduser()
+        if not path.exists():
+            raise ModelError(option("model", str(model)), "does not exist",
+                             "give 'default', a medseg model folder or a MONAI bundle folder")
+        # Absolute from here on: a bundle's @bundle_root is joined to the paths its config computes.
+        path = path.resolve()
+    key = _cache_key(path, trust_bundle) if cache else None
+    if key is not None:
+        with _LOADED_LOCK:
+            if key in _LOADED:
+                return _LOADED[key]
+    loaded = _load(path, trust_bundle=trust_bundle, verify_sha256=verify_sha256)
+    if key is not None:
+        with _LOADED_LOCK:
+            _LOADED[key] = loaded
+            while len(_LOADED) > CACHE_SIZE:
+                _LOADED.pop(next(iter(_LOADED)))
+    return loaded
+
+
+def _load(path: Path, *, trust_bundle: bool, verify_sha256: bool) -> SegmentationModel:
+    from medseg.models import bundle, store
+
     if path.is_dir() and store.is_model_folder(path):
         return SegmentationModel.from_loaded(store.load_model(path, verify_sha256=verify_sha256))
     if bundle.is_bundle(path):

@@ -31,9 +31,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from medseg.errors import ModelError
+from medseg.errors import ModelError, option
 from medseg.models.bundle_config import TRUST_HINT, SafeConfig
-from medseg.models.labels import LabelSet
+from medseg.labels import LabelSet
 from medseg.models.spec import IntensitySpec, ModelSpec, NetworkSpec, Preprocessing
 
 __all__ = ["CONFIG_NAMES", "find_config", "is_bundle", "load_bundle"]
@@ -64,7 +64,7 @@ def find_config(path: str | Path) -> tuple[Path, Path]:
             return p, p / "configs" / name
     raise ModelError(p / "configs", "has no inference config (inference.json or inference.yaml)",
                      "medseg runs a bundle's inference config; give a bundle made for inference, or "
-                     "point --model at the config file to use")
+                     f"point {option('model')} at the config file to use")
 
 
 def _read_data(path: Path) -> Any:
@@ -84,7 +84,7 @@ def _target_name(target: Any, where: str, kind: str) -> str:
         raise ModelError(where, f"names its {kind} with an expression ({target!r})", TRUST_HINT)
     if target.split(".", 1)[0] == "scripts":
         raise ModelError(where, f"{kind} {target} is the bundle's own code (scripts/)",
-                         "--trust-bundle runs it, if the bundle ships its scripts/ folder")
+                         f"{option('trust_bundle', True)} runs it, if the bundle ships its scripts/ folder")
     name = target
     for prefix in ("monai.networks.nets.", "monai.transforms."):
         name = name.removeprefix(prefix)

@@ -26,11 +26,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from medseg.errors import ModelError
+from medseg.errors import ModelError, option
 
 __all__ = ["TRUST_HINT", "DType", "SafeConfig", "split_id"]
 
-TRUST_HINT = "re-run with --trust-bundle only if you trust this bundle's code"
+TRUST_HINT = f"re-run with {option('trust_bundle', True)} only if you trust this bundle's code"
 
 #: Pure built-ins a data expression may call (on already-evaluated literal arguments).
 _PURE_CALLS = {"len": len, "min": min, "max": max, "int": int, "float": float, "abs": abs, "round": round,

@@ -15,7 +15,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from medseg.errors import ModelError
+from medseg.errors import ModelError, option
 
 __all__ = ["TrustedConfig", "load_trusted"]
 
@@ -66,7 +66,7 @@ def _check_imports(root: Path, config: dict, where: Path) -> None:
         if top == "scripts" and not (root / "scripts").is_dir():
             raise ModelError(root / "scripts", f"is missing: the bundle's configs import {module}, the bundle's "
                              "own code, which is not in the bundle", "copy the complete bundle (with its "
-                             "scripts/ folder), or run without --trust-bundle to use safe mode")
+                             f"scripts/ folder), or run without {option('trust_bundle', True)} to use safe mode")
         if importlib.util.find_spec(top) is None:
             raise ModelError(where, f"imports {module}, which is not installed", f"install {top} or use safe mode")
         importlib.import_module(module)

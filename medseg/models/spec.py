@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from medseg.models.labels import LabelSet
+from medseg.labels import LabelSet
 
 __all__ = ["ARCHITECTURES", "IntensitySpec", "Preprocessing", "NetworkSpec", "ModelSpec", "FORMAT_NAME"]
 

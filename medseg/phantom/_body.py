@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from medseg.models.labels import DEFAULT_ORGANS
+from medseg.labels import DEFAULT_ORGANS
 from medseg.phantom._canvas import Canvas
 from medseg.phantom._random import Stream
 from medseg.phantom._shapes import Blob, Box, waves

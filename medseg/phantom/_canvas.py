@@ -64,7 +64,7 @@ class Canvas:
     """HU and organ-label arrays on one grid; later paint covers earlier paint.
 
     ``hu`` is float32 (the ideal, noise-free image); ``organs`` holds the label values of
-    :data:`medseg.models.labels.DEFAULT_ORGANS`.
+    :data:`medseg.labels.DEFAULT_ORGANS`.
     """
 
     def __init__(self, grid: Grid, hu: dict[str, float]) -> None:

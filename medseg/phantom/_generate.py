@@ -42,7 +42,7 @@ class Phantom:
         int16 HU, shape (I, J, K), LPS-oriented like a scanner's axial series (i towards the
         patient's left, j posterior, k superior).
     organs : Volume
-        uint8 organ labels with the values of :data:`medseg.models.labels.DEFAULT_ORGANS`
+        uint8 organ labels with the values of :data:`medseg.labels.DEFAULT_ORGANS`
         (1 liver ... 10 bone, 0 elsewhere). Lesion voxels keep their organ's label.
     lesions : Volume
         Lesion instance map (uint8): 0 background, 1..N one value per lesion.

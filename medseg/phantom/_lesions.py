@@ -111,7 +111,7 @@ def paint_lesions(canvas: Canvas, plans: list[LesionPlan], stream: Stream,
     A lesion that finds no room (a small organ in an unusual seed) is tried smaller, then
     left out, so every returned lesion lies wholly inside its organ.
     """
-    from medseg.models.labels import DEFAULT_ORGANS
+    from medseg.labels import DEFAULT_ORGANS
 
     placer = _Placer(canvas, stream, spacing)
     blobs: list[Blob] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from medseg.models.labels import DEFAULT_ORGANS
+from medseg.labels import DEFAULT_ORGANS
 from medseg.phantom._body import Body
 from medseg.phantom._canvas import Canvas
 from medseg.phantom._random import Stream

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.distance import pdist
 
-from medseg.models.labels import DEFAULT_ORGANS
+from medseg.labels import DEFAULT_ORGANS
 from medseg.volume import Volume
 
 __all__ = ["compute_truth", "longest_diameter_mm"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medseg.errors import InputError
-from medseg.models.labels import DEFAULT_ORGANS
+from medseg.labels import DEFAULT_ORGANS
 from medseg.phantom._generate import Phantom
 from medseg.progress import ProgressCallback, report
 

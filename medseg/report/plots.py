@@ -78,7 +78,7 @@ def plot_class_metrics(result, path: str | os.PathLike) -> Path:
 
 def plot_lesion_sizes(table, path: str | os.PathLike) -> Path:
     """Distribution of lesion volumes (log scale) and axial long axes with the RECIST 10 mm line."""
-    from medseg.report.tables import RECIST_MEASURABLE_MM
+    from medseg.lesions.measure import RECIST_MEASURABLE_MM
 
     fig = new_figure(10, 3.6)
     left, right = fig.subplots(1, 2)

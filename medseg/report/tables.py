@@ -41,7 +41,6 @@ LESION_TABLE_SCHEMA = "medseg.lesion_table"
 EVALUATION_SCHEMA = "medseg.evaluation_report"
 SCHEMA_VERSION = "1.0"
 #: RECIST 1.1: a non-nodal lesion is measurable with a long axis of at least 10 mm.
-RECIST_MEASURABLE_MM = 10.0
 
 
 def _plain(value):
@@ -142,7 +141,7 @@ def lesion_document(table, *, command: str = "") -> dict:
             "n_lesions": len(table),
             "total_volume_ml": table.total_volume_ml,
             "largest_volume_ml": max(volumes, default=0.0),
-            "n_recist_measurable": sum(r.axial_long_axis_mm >= RECIST_MEASURABLE_MM for r in table.rows),
+            "n_recist_measurable": table.n_recist_measurable,
         },
         "lesions": [row.as_dict() for row in table.rows],
     }

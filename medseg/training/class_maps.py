@@ -1,8 +1,8 @@
 """Which source structure becomes which medseg class, and which tissue it is made of (pure data).
 
 The one place where other label schemes meet medseg's default classes
-(:data:`medseg.models.labels.DEFAULT_ORGANS`). Keys are canonical structure names
-(:func:`medseg.models.labels.canonical_name`), so TotalSegmentator v2 ``total`` names
+(:data:`medseg.labels.DEFAULT_ORGANS`). Keys are canonical structure names
+(:func:`medseg.labels.canonical_name`), so TotalSegmentator v2 ``total`` names
 (``lung_upper_lobe_left``), AMOS names (``right kidney`` -> ``right_kidney``) and MSD-style
 names all meet in one table. Each entry is ``(default_class, tissue)``:
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from medseg.models.labels import canonical_name
+from medseg.labels import canonical_name
 
 __all__ = ["STRUCTURES", "ALIASES", "default_class_of", "tissue_of", "UNKNOWN_TISSUE"]
 

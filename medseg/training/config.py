@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,8 @@ class TrainConfig:
         :func:`medseg.models.networks.default_network`, or explicit ``network_kwargs``.
     Optimisation
         ``epochs`` x ``steps_per_epoch`` steps of ``batch_size`` crops (``num_samples`` crops
-        per loaded case), AdamW with ``learning_rate`` and ``weight_decay``, linear warm-up over
+        per loaded case), AdamW with ``learning_rate`` (default :data:`LEARNING_RATE`, or
+        :data:`FINETUNE_LEARNING_RATE` when fine-tuning) and ``weight_decay``, linear warm-up over
         ``warmup_fraction`` of the steps then cosine decay to zero, Dice + cross-entropy.
     Validation
         ``val_fraction`` of the image cases (at least one when there are two or more), every
@@ -51,7 +53,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     batch_size: int = 2
     num_samples: int = 2
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.03
     val_fraction: float = 0.2
@@ -89,6 +91,12 @@ class TrainConfig:
             object.__setattr__(self, "synthesis", SynthesisSettings(**{
                 k: tuple(v) if isinstance(v, list) else v for k, v in self.synthesis.items()}))
         problems = []
+        if self.spacing_mm is not None and not all(math.isfinite(v) and v > 0 for v in self.spacing_mm):
+            problems.append(f"spacing_mm must be positive numbers of mm, got {list(self.spacing_mm)}")
+        if self.learning_rate is not None and not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            problems.append(f"learning_rate must be a positive number, got {self.learning_rate}")
+        if min(self.roi_size) < 1:
+            problems.append(f"roi_size must be positive, got {list(self.roi_size)}")
         if self.epochs < 1:
             problems.append(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1 or self.num_samples < 1:
@@ -119,6 +127,20 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+#: AdamW learning rate of a model trained from scratch.
+LEARNING_RATE = 1e-3
+#: ... and of fine-tuning a trained model: its weights are not thrown far from where they were
+#: (at 1e-3 one step wiped the default model's liver on a real slab).
+FINETUNE_LEARNING_RATE = 1e-4
+
+
+def resolve_learning_rate(config: TrainConfig, *, fine_tuning: bool) -> TrainConfig:
+    """``config`` with its learning rate filled in by the policy above when it was not set."""
+    if config.learning_rate is not None:
+        return config
+    return config.replace(learning_rate=FINETUNE_LEARNING_RATE if fine_tuning else LEARNING_RATE)
 
 
 #: Settings that must be equal for a run to resume from a checkpoint (the others, such as

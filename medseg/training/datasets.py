@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import InputError
-from medseg.models.labels import LabelSet, canonical_name
+from medseg.labels import LabelSet, canonical_name, read_label_table
 
 __all__ = ["TrainingCase", "DatasetDescription", "discover_cases", "read_label_names",
            "CORRECTED_FILES"]
@@ -81,41 +81,11 @@ class DatasetDescription:
 
 
 def read_label_names(path: str | os.PathLike) -> dict[int, str]:
-    """Read a value -> name table (``labels.json``, MSD or nnU-Net ``dataset.json``).
+    """A value -> name table (``labels.json``, MSD or nnU-Net ``dataset.json``), background included.
 
-    Accepts ``{"0": "background", "1": "liver"}``, ``{"background": 0, "liver": 1}``, a
-    ``{"labels": ...}`` wrapper, or medseg's ``[{"value", "name"}]`` list.
+    The forms accepted are :func:`medseg.labels.parse_label_table`'s: this is the same reader.
     """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot be read as JSON ({exc})", "fix the file") from exc
-    if isinstance(data, dict) and "labels" in data:
-        data = data["labels"]
-    table: dict[int, str] = {}
-    try:
-        if isinstance(data, list):
-            table = {int(d["value"]): str(d["name"]) for d in data}
-        elif isinstance(data, dict) and data and all(re.fullmatch(r"-?\d+", str(k)) for k in data):
-            table = {int(k): str(v) for k, v in data.items()}
-        elif isinstance(data, dict):
-            for name, value in data.items():
-                if isinstance(value, (list, tuple)):
-                    raise InputError(path, f"class {name!r} is a region ({value}), not one label value",
-                                     "medseg trains one class per label value; merge regions first")
-                table[int(value)] = str(name)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(path, f"is not a value -> name table ({exc})",
-                         'write it as {"0": "background", "1": "liver", ...}') from exc
-    if not table:
-        raise InputError(path, "names no classes", 'write it as {"0": "background", "1": "liver", ...}')
-    table.setdefault(0, "background")
-    try:
-        LabelSet(table)
-    except ValueError as exc:
-        raise InputError(path, str(exc), "give every value one distinct name") from exc
-    return table
+    return {lab.value: lab.name for lab in read_label_table(path)}
 
 
 def _strip_suffix(name: str) -> str:
@@ -179,28 +149,17 @@ def _check_files(root: Path, cases: list[TrainingCase]) -> None:
 
 
 def _corrected_case(folder: Path) -> TrainingCase:
-    names = read_label_names(folder / CORRECTED_FILES["names"])
-    provenance: dict[str, Any] = {}
-    prov_path = folder / CORRECTED_FILES["provenance"]
-    if prov_path.is_file():
-        try:
-            provenance = json.loads(prov_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(prov_path, f"cannot be read as JSON ({exc})", "fix or remove the file") from exc
-    label = next((p for p in (folder / "labels.nii.gz", folder / "labels.nii", folder / "labels.nrrd")
-                  if p.is_file()), None)
-    if label is None:
-        raise InputError(folder, "is a corrected case without labels.nii.gz", "save the corrected labels again")
-    image = next((p for p in (folder / "image.nii.gz", folder / "image.nii", folder / "image.nrrd")
-                  if p.is_file()), None)
-    if image is None and provenance.get("source_image"):
-        candidate = Path(str(provenance["source_image"]))
-        candidate = candidate if candidate.is_absolute() else (folder / candidate)
-        image = candidate if candidate.exists() else None
+    """One case folder, read by :func:`medseg.case.read_case` (the one case reader)."""
+    from medseg.case import FILES, read_case
+
+    case = read_case(folder, require_manifest=False)
+    image = case.image_path
     if image is None:
-        raise InputError(label, "has no image (no image.nii.gz and no existing provenance source_image)",
-                         "save the case with its image, or fix source_image in provenance.json")
-    return TrainingCase(folder.name, str(image), str(label), names, provenance, source="corrected")
+        raise InputError(folder / FILES["labels"], "has no image (no image.nii.gz and no existing provenance "
+                         "source_image)", "save the case with its image, or fix source_image in provenance.json")
+    names = {lab.value: lab.name for lab in case.label_set}
+    return TrainingCase(folder.name, str(image), str(folder / FILES["labels"]), names, case.provenance,
+                        source="corrected")
 
 
 def _is_corrected(folder: Path) -> bool:

@@ -24,7 +24,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from medseg.models.labels import DEFAULT_ORGANS, LabelSet
+from medseg.labels import DEFAULT_ORGANS, LabelSet
 
 __all__ = ["DEFAULT_MODEL_LABELS", "PHANTOM_SEEDS", "PHANTOM_SEEDS_STAGE3", "label_sources", "heldout_cases",
            "phantom_cases", "recipe_config", "build_default_model", "main"]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from medseg.errors import ModelError
-from medseg.models.labels import LabelSet, canonical_name
+from medseg.labels import LabelSet, canonical_name
 from medseg.models.spec import ModelSpec
 
 __all__ = ["Parent", "load_parent", "merge_labels", "transfer_weights"]

@@ -48,7 +48,7 @@ def reference_in_model_classes(reference, names: dict[int, str], labels):
 
 
 def _cases(shared_data: Path | None, sample: Path | None) -> list[dict[str, Any]]:
-    from medseg.models.labels import DEFAULT_ORGANS
+    from medseg.labels import DEFAULT_ORGANS
     from medseg.training.default_model import heldout_cases
 
     cases = [{"name": c.name, "image": c.image, "label": c.label, "names": c.label_names, "lesions": None,

@@ -47,7 +47,7 @@ def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike, *, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medseg.models.labels import label_colour
+    from medseg.labels import label_colour
 
     fig, (ax_loss, ax_dice) = plt.subplots(1, 2, figsize=(12, 4.5))
     epochs = [row["epoch"] for row in history]

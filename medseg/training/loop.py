@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.errors import InputError
+from medseg.device import resolve_device
+from medseg.errors import InputError, option
 from medseg.io import write_text_atomic
-from medseg.models.labels import LabelSet
+from medseg.labels import LabelSet
 from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
 from medseg.training import checkpoints as ckpt
-from medseg.training.config import RESUME_KEYS, TrainConfig, TrainResult
+from medseg.training.config import RESUME_KEYS, TrainConfig, TrainResult, resolve_learning_rate
 from medseg.training.datasets import DatasetDescription, TrainingCase, discover_cases
 from medseg.training.history import CURVES_FILE, METRICS_FILE, plot_curves, write_metrics_csv
 from medseg.training.losses import MarginalDiceCELoss
@@ -76,7 +77,7 @@ def _check_output(out: Path, record: dict[str, Any], *, restart: bool) -> bool:
         changed.append("training cases")
     if changed:
         raise InputError(out, f"holds a training run with other settings ({', '.join(changed)})",
-                         "use another output folder, or pass --restart to discard that run")
+                         f"use another output folder, or pass {option('restart', True)} to discard that run")
     return True
 
 
@@ -121,22 +122,14 @@ def _plain(tensor: Any) -> torch.Tensor:
     return tensor.as_tensor() if hasattr(tensor, "as_tensor") else torch.as_tensor(tensor)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device", f"{name} was asked for but PyTorch sees no CUDA GPU",
-                         "use --device cpu or auto")
-    return torch.device(name)
-
-
 def train(
     data: Any,
     output: str | os.PathLike,
     *,
     config: TrainConfig = TrainConfig(),
     labels: LabelSet | None = None,
-    parent: str | None = None,
+    initial: Any = None,
+    parent: Any = None,
     synthetic_sources: Sequence[TrainingCase] = (),
     validation_data: Any = None,
     restart: bool = False,
@@ -157,8 +150,11 @@ def train(
     config : TrainConfig
     labels : LabelSet, optional
         The model's classes; default: the parent's extended by the data's, or the data's.
-    parent : str, optional
-        ``"default"``, a medseg model folder or a MONAI bundle to fine-tune from.
+    initial : str or path, optional
+        ``"default"``, a medseg model folder or a MONAI bundle to fine-tune from. Fine-tuning uses
+        :data:`~medseg.training.config.FINETUNE_LEARNING_RATE` unless ``config.learning_rate`` is
+        set (at 1e-3 one step wiped the default model's liver on a real slab). ``parent`` is the
+        same argument under its earlier name.
     synthetic_sources : TrainingCase with ``image=None``
         Label maps that images are generated from (:mod:`medseg.training.synth`).
     validation_data : path, DatasetDescription or cases, optional
@@ -177,6 +173,10 @@ def train(
     started = time.time()
     say = log or (lambda line: None)
     out = Path(output)
+    if initial is not None and parent is not None and str(initial) != str(parent):
+        raise InputError(option("initial"), "and parent name two different models", "give one of them")
+    parent = initial if initial is not None else parent
+    config = resolve_learning_rate(config, fine_tuning=bool(parent))
     cases, root, modality = _cases(data)
     config = config.replace(modality=config.modality or modality or "CT")
     synthetic = list(synthetic_sources)
@@ -201,7 +201,7 @@ def train(
               "case_provenance": {c.name: c.provenance for c in cases if c.provenance}}
     resume = _check_output(out, record, restart=restart)
 
-    device = _device(config.device)
+    device = resolve_device(config.device)
     seed_everything(config.seed)
     from medseg.models.networks import build_network
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.errors import InputError
-from medseg.models.labels import LabelSet, canonical_name
+from medseg.errors import InputError, option
+from medseg.labels import LabelSet, canonical_name
 from medseg.models.spec import IntensitySpec, ModelSpec, NetworkSpec, Preprocessing
 from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
 from medseg.training.config import TrainConfig
@@ -81,7 +81,7 @@ def build_model_spec(config: TrainConfig, labels: LabelSet, parent, cases: Seque
         network = (NetworkSpec(config.arch, dict(config.network_kwargs)) if config.network_kwargs is not None
                    else default_network(config.arch, size=config.size))
     except ValueError as exc:
-        raise InputError("--arch", str(exc), "choose unet, segresnet, dynunet or swinunetr") from exc
+        raise InputError(option("arch", config.arch), str(exc), "choose unet, segresnet, dynunet or swinunetr") from exc
     pre = Preprocessing(orientation="RAS", spacing_mm=config.spacing_mm or (1.5, 1.5, 1.5), intensity=intensity,
                         roi_size=config.roi_size, overlap=0.25, crop_foreground=modality.upper() == "CT",
                         foreground_threshold=-500.0 if modality.upper() == "CT" else None)
@@ -93,7 +93,7 @@ def build_model_spec(config: TrainConfig, labels: LabelSet, parent, cases: Seque
 def _keep_largest(config: TrainConfig, labels: LabelSet) -> tuple[str, ...]:
     unknown = [n for n in config.keep_largest if n not in labels.names]
     if unknown:
-        raise InputError("--keep-largest", f"names {', '.join(unknown)}, which are not classes of the model "
+        raise InputError(option("keep_largest"), f"names {', '.join(unknown)}, which are not classes of the model "
                          f"({', '.join(labels.names[1:])})", "use the class names of the data's labels")
     return tuple(config.keep_largest)
 

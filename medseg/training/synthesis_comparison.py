@@ -53,7 +53,7 @@ def run_comparison(work: str | Path, *, variants=VARIANTS, steps: int = 50, epoc
                    shared_data=None, log=print) -> dict:
     """Train and score each variant; returns ``{variant: {case: {class: dice}}}`` and writes it."""
     from medseg.io import write_text_atomic
-    from medseg.models.labels import DEFAULT_ORGANS
+    from medseg.labels import DEFAULT_ORGANS
     from medseg.training.default_model import heldout_cases, label_sources
     from medseg.training.heldout import evaluate_heldout
     from medseg.training.loop import train

@@ -27,7 +27,7 @@ from monai import transforms as mt
 from monai.config import KeysCollection
 
 from medseg.errors import InputError
-from medseg.models.labels import LabelSet, canonical_name
+from medseg.labels import LabelSet, canonical_name
 from medseg.models.spec import IntensitySpec, Preprocessing
 from medseg.training.class_maps import tissue_of
 from medseg.training.datasets import TrainingCase
@@ -59,20 +59,16 @@ def to_model_grid(volume: Volume, pre: Preprocessing, *, labels: bool) -> tuple[
 
     Orientation is exact (axes permuted/flipped); spacing is resampled along the oriented axes,
     trilinearly for images (:func:`~medseg.inference.preprocess.resample_to_grid`) and by nearest
-    neighbour for label maps (the same source coordinates, rounded). Returns the array
-    ``(I, J, K)`` (float32 image, or int32 label values) and the grid's 4x4 RAS affine, so an
-    image and its label map land on one grid, the one inference will use.
+    neighbour for label maps (:meth:`~medseg.inference.preprocess.ModelGrid.nearest_labels`: the
+    same source coordinates, rounded). Returns the array ``(I, J, K)`` (float32 image, or int32
+    label values) and the grid's 4x4 RAS affine.
     """
     from medseg.inference.preprocess import plan_grid, resample_to_grid
 
     grid = plan_grid(volume, pre)
     if not labels:
         return resample_to_grid(volume, grid), np.asarray(grid.affine, dtype=np.float64)
-    oriented = grid.oriented(volume.array)
-    index = [np.clip(np.floor(grid.source_coords(axis) + 0.5).astype(np.int64), 0, oriented.shape[axis] - 1)
-             for axis in range(3)]
-    array = np.asarray(oriented)[np.ix_(*index)].astype(np.int32)
-    return array, np.asarray(grid.affine, dtype=np.float64)
+    return grid.nearest_labels(volume.array).astype(np.int32), np.asarray(grid.affine, dtype=np.float64)
 
 
 def channel_lookup(case_names: Mapping[int, str], model_labels: LabelSet) -> np.ndarray:
@@ -156,10 +152,11 @@ def load_case(case: TrainingCase, pre: Preprocessing, model_labels: LabelSet) ->
                          "resample the label map onto the image grid, or pair it with the right image")
     values = _label_values(label, case)
     channels = channel_lookup(case.label_names, model_labels)[values]
-    image_arr, affine = to_model_grid(image, pre, labels=False)
-    label_arr, label_affine = to_model_grid(label.with_array(channels.astype(np.int16)), pre, labels=True)
-    if image_arr.shape != label_arr.shape or not np.allclose(affine, label_affine, atol=1e-3):
-        raise InputError(case.label, "did not resample onto its image's grid", "report this as a bug")
+    from medseg.inference.preprocess import plan_grid, resample_to_grid
+
+    grid = plan_grid(image, pre)  # one grid for both: the label map is on the image's grid (checked above)
+    image_arr, affine = resample_to_grid(image, grid), np.asarray(grid.affine, dtype=np.float64)
+    label_arr = grid.nearest_labels(channels.astype(np.int16))
     threshold = pre.foreground_threshold
     body = image_arr > (threshold if threshold is not None else image_arr.min())
     margin = [int(np.ceil(pre.crop_margin_mm / s)) for s in pre.spacing_mm]

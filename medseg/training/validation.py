@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.models.labels import LabelSet
+from medseg.labels import LabelSet
 from medseg.models.spec import Preprocessing
 from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
 from medseg.training.transforms import normalise_intensity

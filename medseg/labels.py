@@ -1,20 +1,30 @@
-"""Class labels as pure data: which network channel means which label value and organ name.
+"""Class labels as pure data, and the one ``labels.json`` reader and writer.
 
 Imports no torch, so the CLI, reports and the napari plugin can name classes without loading
 a network. A :class:`LabelSet` is ordered: entry ``c`` is the meaning of output channel ``c``,
 and its ``value`` is the voxel value written to the label map (usually ``c`` itself, but a
 fine-tuned model keeps the values of the model it came from, and data sets may skip values).
+
+Names travel with label maps as geometry does: a label map ``X.nii.gz`` has its value -> name
+table in ``X.json`` beside it (``labels.nii.gz`` -> ``labels.json``), read by
+:func:`read_label_table` and written by :func:`write_label_table`; :func:`medseg.io.load_volume`
+attaches it to the volume (``Volume.label_set``) and :func:`medseg.io.save_volume` writes it back.
 """
 
 from __future__ import annotations
 
 import colorsys
 import hashlib
+import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["Label", "LabelSet", "canonical_name", "label_colour", "DEFAULT_ORGANS"]
+__all__ = ["Label", "LabelSet", "canonical_name", "label_colour", "DEFAULT_ORGANS", "LESION_NAMES",
+           "parse_label_table", "read_label_table", "write_label_table", "label_table_path",
+           "find_label_table"]
 
 
 def canonical_name(name: str) -> str:
@@ -132,6 +142,15 @@ class LabelSet:
                 return lab.value
         raise KeyError(f"no class named {name!r}; classes: {', '.join(self.names)}")
 
+    def lesion_values(self) -> tuple[int, ...]:
+        """Values of the classes whose name means a lesion (:data:`LESION_NAMES`), e.g. ``(11,)``."""
+        return tuple(lab.value for lab in self._labels[1:] if canonical_name(lab.name) in LESION_NAMES)
+
+    def organs(self) -> LabelSet:
+        """The same set without its lesion classes: what an organ map's values mean."""
+        lesions = set(self.lesion_values())
+        return LabelSet([lab for lab in self._labels if lab.value not in lesions])
+
     def name_of(self, value: int) -> str:
         for lab in self._labels:
             if lab.value == int(value):
@@ -199,3 +218,121 @@ DEFAULT_ORGANS = LabelSet({
     9: "lung_left",
     10: "bone",
 })
+
+
+#: Class names that mean "lesion" when a label map is searched for its lesion class by name.
+LESION_NAMES = ("lesion", "lesions", "tumor", "tumour", "tumors", "tumours", "metastasis", "metastases",
+                "liver_tumor", "liver_tumour", "lung_tumor", "lung_tumour", "kidney_tumor", "kidney_tumour",
+                "gtv", "nodule", "nodules", "lesion_class")
+
+
+# --- labels.json: the one reader and writer -----------------------------------------------------
+def parse_label_table(data: object, where: str | os.PathLike = "label table") -> LabelSet:
+    """A :class:`LabelSet` from the JSON forms medseg meets, whichever tool wrote them.
+
+    Accepted: ``{"0": "background", "1": "liver"}`` (medseg, MSD ``dataset.json``), ``{"background":
+    0, "liver": 1}`` (nnU-Net v2), either under a ``"labels"`` key, and ``[{"value": 1, "name":
+    "liver"}, ...]`` (with an optional ``"channel"`` giving the order). Background (value 0) is added
+    when missing. Raises :class:`medseg.errors.InputError` naming ``where`` for anything else,
+    including an nnU-Net region (a list of values), which is not one class.
+
+    Examples
+    --------
+    >>> parse_label_table({"labels": {"background": 0, "Liver": 1}}).to_dict()
+    {'0': 'background', '1': 'Liver'}
+    """
+    from medseg.errors import InputError
+
+    hint = 'write it as {"0": "background", "1": "liver", ...}'
+    if isinstance(data, Mapping) and isinstance(data.get("labels"), (Mapping, list)):
+        data = data["labels"]
+    table: dict[int, str] = {}
+    order: list[int] | None = None
+    try:
+        if isinstance(data, list):
+            if all(isinstance(d, Mapping) and "channel" in d for d in data):
+                data = sorted(data, key=lambda d: int(d["channel"]))
+                order = [int(d["value"]) for d in data]
+            table = {int(d["value"]): str(d["name"]) for d in data}
+        elif isinstance(data, Mapping) and data and all(re.fullmatch(r"-?\d+", str(k).strip()) for k in data):
+            table = {int(k): str(v) for k, v in data.items()}
+        elif isinstance(data, Mapping) and data:
+            for name, value in data.items():
+                if isinstance(value, (list, tuple)):
+                    raise InputError(where, f"class {name!r} is a region ({list(value)}), not one label value",
+                                     "medseg reads one class per label value; merge regions first")
+                if isinstance(value, bool) or not isinstance(value, (int, float, str)) \
+                        or not re.fullmatch(r"-?\d+(\.0*)?", str(value).strip()):
+                    raise ValueError(f"{name!r}: {value!r} is not a label value")
+                table[int(float(value))] = str(name)
+        else:
+            raise ValueError("no classes")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(where, f"is not a value -> name table ({exc})", hint) from exc
+    if any(v < 0 for v in table):
+        raise InputError(where, f"has negative label values {sorted(v for v in table if v < 0)}",
+                         "label values are 0 (background) or more")
+    table.setdefault(0, "background")
+    try:
+        if order is not None and order[0] == 0:
+            return LabelSet([Label(v, table[v]) for v in order])
+        return LabelSet(table)
+    except ValueError as exc:
+        raise InputError(where, str(exc), "give every value one distinct name") from exc
+
+
+def read_label_table(path: str | os.PathLike) -> LabelSet:
+    """Read a ``labels.json`` (or MSD/nnU-Net ``dataset.json``) into a :class:`LabelSet`."""
+    from medseg.errors import InputError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(path, "does not exist", "give the label-name table (labels.json)") from exc
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot be read as JSON ({exc})", "fix the file") from exc
+    return parse_label_table(data, path)
+
+
+def write_label_table(label_set: LabelSet, path: str | os.PathLike) -> Path:
+    """Write ``{"0": "background", "1": "liver", ...}`` atomically (the form every reader takes)."""
+    from medseg.io._atomic import write_text_atomic
+
+    return write_text_atomic(path, json.dumps(label_set.to_dict(), indent=2) + "\n")
+
+
+_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def label_table_path(image_path: str | os.PathLike) -> Path:
+    """The sidecar that names the values of a label map: ``X.nii.gz`` -> ``X.json``."""
+    path = Path(image_path)
+    name = path.name
+    for suffix in _IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return path.with_name(name[: -len(suffix)] + ".json")
+    return path.with_name(name + ".json")
+
+
+def find_label_table(image_path: str | os.PathLike) -> LabelSet | None:
+    """The label table beside ``image_path`` when there is one, else ``None``.
+
+    A sidecar of another kind (dcm2niix's BIDS JSON, a lesion table document) is not a label
+    table and gives ``None``, not an error.
+    """
+    from medseg.errors import InputError
+
+    candidate = label_table_path(image_path)
+    if not candidate.is_file():
+        return None
+    try:
+        data = json.loads(candidate.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, Mapping) and ("schema" in data or "Modality" in data) and "labels" not in data:
+        return None  # a medseg report document or a BIDS sidecar
+    try:
+        return parse_label_table(data, candidate)
+    except InputError:
+        return None

@@ -1,4 +1,5 @@
-"""Putting a prediction on the reference's voxel grid, only when the user asks for it."""
+"""Label maps from one voxel grid onto another (nearest neighbour): the one resampler between
+user grids, used by evaluation (`--resample`), the napari reader and the exporters."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def resample_labels(moving: Volume, target: Volume) -> Volume:
     else:
         array = ndimage.affine_transform(moving.array, linear, offset=offset, output_shape=target.shape,
                                          order=0, mode="constant", cval=0, prefilter=False)
-    return Volume(array, target.affine, moving.modality, moving.source)
+    return Volume(array, target.affine, moving.modality, moving.source, moving.label_set)
 
 
 def is_sheared(affine: np.ndarray, *, tolerance: float = 1e-3) -> bool:

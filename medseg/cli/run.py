@@ -1,0 +1,52 @@
+"""``medseg run INPUT -o CASE``: the whole chain for one scan, reading the input once.
+
+segment -> lesions (when the model has a lesion class) -> report, written as one case folder
+(``docs/case.md``). A thin wrapper over :func:`medseg.pipeline.run_case`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from medseg.cli._options import add_lesion_options, add_model_options
+
+HELP = "segment a scan, separate and measure its lesions, and write one case folder (labels, lesions, report)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", help="DICOM file or folder, NIfTI, NRRD or MHA")
+    parser.add_argument("-o", "--output", required=True, metavar="CASE",
+                        help="case folder to write (replaced as a whole; see docs/case.md)")
+    parser.add_argument("--series", help="series index or UID when INPUT holds several (see `medseg info`)")
+    add_model_options(parser)
+    add_lesion_options(parser)
+    parser.add_argument("--no-lesions", action="store_true", help="no lesion instances or table")
+    parser.add_argument("--no-plots", action="store_true", help="no lesion plots")
+    parser.add_argument("--save-image", action="store_true", help="store the image in the case (image.nii.gz)")
+    parser.add_argument("--replace-corrections", action="store_true",
+                        help="let this run replace a case holding a person's corrections (default: refuse)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace, *, lesions: bool = True) -> int:
+    from medseg.cli._options import command_line, lesion_options, model_kwargs, set_threads
+    from medseg.pipeline import run_case, stage_seconds, summary_lines
+    from medseg.progress import tqdm_progress
+
+    set_threads(args)
+    want_lesions = lesions and not getattr(args, "no_lesions", False)
+    with tqdm_progress(disable=args.quiet or not sys.stderr.isatty()) as bar:
+        case = run_case(args.input, output=args.output, series=args.series, **model_kwargs(args),
+                        lesions=lesion_options(args) if want_lesions else False,
+                        plots=not getattr(args, "no_plots", False), save_image=getattr(args, "save_image", False),
+                        allow_replacing_corrections=getattr(args, "replace_corrections", False),
+                        command=command_line(args.command), progress=bar)
+    for warning in case.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for note in case.provenance.get("notes", []):
+        print(f"note: {note}")
+    for line in summary_lines(case):
+        print(line)
+    print(f"stages: {stage_seconds(case.timings)}")
+    return 0
