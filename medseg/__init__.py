@@ -11,7 +11,7 @@ Examples
 >>> import medseg
 >>> ct = medseg.load_volume("sample_data/phantom/ct_dicom")
 >>> ct.shape, ct.orientation, ct.modality
-((96, 80, 70), 'LPS', 'CT')
+((200, 170, 70), 'LPS', 'CT')
 >>> result = medseg.segment(ct, "default")
 >>> result.labels.same_grid(ct), result.labels.label_set.name_of(1)
 (True, 'liver')

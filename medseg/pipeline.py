@@ -27,7 +27,7 @@ from medseg.errors import InputError, option
 from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
 from medseg.volume import Volume
 
-__all__ = ["LesionOptions", "CaseResult", "run_case", "measure_lesions", "STAGES"]
+__all__ = ["LesionOptions", "CaseResult", "run_case", "STAGES", "summary_lines", "stage_seconds"]
 
 #: Stages in the order they run; ``CaseResult.timings`` has one entry each (seconds) plus ``total``.
 STAGES = ("read", "load_model", "model_space", "network", "restore", "cleanup", "lesions", "report")
@@ -144,62 +144,6 @@ def _lesion_value(label_set, wanted: int | str | None, model_name: str) -> int |
                          f"({', '.join(f'{lab.value}={lab.name}' for lab in label_set.foreground)})",
                          "give one of its class values or names")
     return value
-
-
-def measure_lesions(labels: Volume, *, image: Volume | None = None, organs: Volume | None = None,
-                    label: int | str | None = None, threshold: float | None = None, as_instances: bool = False,
-                    any_nonzero: bool = False, allow_absent_label: bool = False, min_volume_mm3: float = 0.0,
-                    split_h_mm: float | None = None, connectivity: int = 26, order: str = "volume",
-                    progress: ProgressCallback | None = None, cancel: CancelToken | None = None):
-    """Lesion instances and their table from a label map, mask, probability or instance map.
-
-    What ``medseg lesions`` does to a file it is given (``run_case`` does the same to a model's
-    labels). The lesion class is found by name in ``labels.label_set`` when neither ``label`` nor
-    ``threshold`` is given; the organ map defaults to ``labels`` itself when it holds other classes
-    (its lesion classes are not organs). Unlike :class:`LesionOptions`, nothing is dropped by
-    default (``min_volume_mm3=0``): a mask a person drew is measured as it is.
-
-    Returns
-    -------
-    (LesionInstances, LesionTable)
-    """
-    from medseg.lesions import find_instances, instances_from_map, lesion_table
-
-    label_set = labels.label_set
-    if isinstance(label, str) and not label.strip().lstrip("-").isdigit():
-        if label_set is None:
-            raise InputError(option("label", label), f"names a class, but {labels.source.path or 'the label map'} "
-                             "has no class names (no labels.json beside it)", "give the class value instead")
-        try:
-            label = label_set.value_of(label)
-        except KeyError:
-            raise InputError(option("label", label), f"is not a class of {labels.source.path or 'the label map'} "
-                             f"({', '.join(label_set.names[1:])})", "give one of its class names") from None
-    elif label is not None:
-        label = int(label)
-    if label is None and threshold is None and not as_instances and not any_nonzero and label_set is not None:
-        values = label_set.lesion_values()
-        if len(values) == 1:
-            label = values[0]
-        elif len(values) > 1:
-            raise InputError(labels.source.path or "label map", "has several lesion classes "
-                             f"({', '.join(label_set.name_of(v) for v in values)})", f"choose one with {option('label')}")
-    ignore: tuple[int, ...] = ()
-    if organs is None and label is not None and np.any((labels.array != 0) & (labels.array != label)):
-        organs = labels
-        # The lesion class of the same map is not an organ, named or not (the map's other lesion
-        # classes are dropped too: lesion_table reads them from its label set).
-        ignore = (label, *(label_set.lesion_values() if label_set is not None else ()))
-    if as_instances:
-        instances = instances_from_map(labels)
-    else:
-        instances = find_instances(labels, label=label, threshold=threshold, any_nonzero=any_nonzero,
-                                   allow_absent_label=allow_absent_label, connectivity=connectivity,
-                                   min_volume_mm3=min_volume_mm3, split_h_mm=split_h_mm, order=order,
-                                   progress=progress, cancel=cancel)
-    table = lesion_table(instances, image=image, organs=organs, ignore_organ_values=ignore,
-                         progress=progress, cancel=cancel)
-    return instances, table
 
 
 def _input_record(volume: Volume) -> dict[str, Any]:
@@ -386,14 +330,15 @@ def run_case(
 def _check_output(output: Path, source: Any) -> None:
     """Before any work: never write into or over the input."""
     from medseg.io import refuse_overwriting_inputs
+    from medseg.io._atomic import resolved
 
     if isinstance(source, Volume):
         inputs = (source.source.path,) if source.source.path else ()
     else:
         inputs = (os.fspath(source),)
+    out = resolved(output)
     for item in inputs:
-        src = Path(item).resolve()
-        out = output.resolve()
+        src = resolved(item)
         if out == src or (src.is_dir() and src in out.parents):
             raise InputError(output, f"lies inside the input {src}", "write the case outside the input folder")
         refuse_overwriting_inputs(output / "labels.nii.gz", inputs)
@@ -411,7 +356,7 @@ def _write(case: CaseResult, output: Path, source: Any, *, plots: bool, save_ima
                       lesions=case.lesions, lesion_table=case.lesion_table,
                       image=case.image if save_image else None, uncertainty=case.uncertainty, plots=plots,
                       command=command, inputs=inputs, allow_replacing_corrections=allow_replacing_corrections,
-                      exports={name: (lambda path, w=writer: w(case, path)) for name, w in (exports or {}).items()})
+                      exports={name: (lambda path, w=w: w(case, path)) for name, w in (exports or {}).items()})
 
 
 def summary_lines(case: CaseResult, *, limit: int = 12) -> list[str]:

@@ -105,8 +105,9 @@ class tqdm_progress:
 
 def hold_for_tests(point: str) -> None:
     """Pause at a named point when ``MEDSEG_TEST_HOLD`` names it, so a test can kill the process
-    exactly there (``publish``: a result folder is complete but not yet in place; ``inference``:
-    after the first windows). Prints ``medseg-hold: POINT`` to stderr first. No effect otherwise."""
+    exactly there. Points: ``inference`` (after the first windows), ``case-write`` (a case half
+    written in its temporary folder), ``publish`` (complete, not yet in place), ``published`` (in
+    place). Prints ``medseg-hold: POINT`` to stderr first. No effect otherwise (one dict lookup)."""
     if os.environ.get("MEDSEG_TEST_HOLD") != point:
         return
     import sys

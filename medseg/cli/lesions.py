@@ -2,7 +2,7 @@
 
 Writes ``lesions.nii.gz`` (instance map on the input grid), ``lesions.csv``, ``lesions.json``
 and, unless ``--no-plots``, ``lesion_sizes.png`` and ``lesion_montage.png``: one folder, replaced
-as a whole. A thin wrapper over :func:`medseg.pipeline.measure_lesions`.
+as a whole. A thin wrapper over :func:`medseg.lesions.measure_lesions`.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from medseg.io import load_volume, refuse_overwriting_inputs
     from medseg.io._atomic import atomic_folder
     from medseg.labels import read_label_table
-    from medseg.pipeline import measure_lesions
+    from medseg.lesions import measure_lesions
     from medseg.progress import tqdm_progress
 
     out = Path(args.output)

@@ -83,14 +83,21 @@ def _interrupted_line(command: str, what: str) -> str:
             "nothing partial was left")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints the whole usage before an error; medseg's rule is one line (and --help)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="medseg",
         description="Segment CT/MR volumes into organs, separate lesions, measure and evaluate them.",
     )
     parser.add_argument("--version", action="version", version=f"medseg {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineParser)
     for name, module_name in COMMANDS.items():
         try:
             module = importlib.import_module(module_name)

@@ -51,16 +51,25 @@ def split_suffix(path: str | os.PathLike) -> tuple[str, str]:
     return (stem, "." + ext) if dot and stem else (name, "")
 
 
+def resolved(path: str | os.PathLike) -> Path:
+    """``Path(path).resolve()``, with a symbolic-link loop reported as one clear error."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:  # Python 3.11 raises RuntimeError("Symlink loop ...")
+        raise InputError(path, "goes through a symbolic link that points back to itself",
+                         "fix or remove the looping link") from exc
+
+
 def refuse_overwriting_inputs(output: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
     """Raise :class:`InputError` if ``output`` is (or is inside the folder of) an input.
 
     Compares resolved paths, so ``./a.nii`` and ``/abs/a.nii`` or a symlink are caught too.
     """
-    out = Path(output).resolve()
+    out = resolved(output)
     for item in inputs:
         if not item:
             continue
-        src = Path(item).resolve()
+        src = resolved(item)
         if out == src or (out.exists() and src.exists() and os.path.samefile(out, src)):
             raise InputError(output, "is the input file; writing there would destroy the input",
                              "choose another output path")
@@ -88,10 +97,13 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """
     final = Path(path)
     folder = final.parent if str(final.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_folder(folder, final)
     stem, suffix = split_suffix(final)
     remove_stale_temporaries(folder)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}{TEMP_MARK}{os.getpid()}-", suffix=suffix, dir=folder)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}{TEMP_MARK}{os.getpid()}-", suffix=suffix, dir=folder)
+    except OSError as exc:  # name the file the user asked for, not the temporary
+        raise OSError(exc.errno, exc.strerror, str(final)) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -248,13 +260,17 @@ def atomic_folder(path: str | os.PathLike, *, replaceable: Callable[[Path], str]
     if final.exists() and not final.is_dir():
         raise InputError(final, "is a file, not a folder", "give a folder for the results")
     parent = final.parent if str(final.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
+    resolved(final)
+    _make_folder(parent, final)
     remove_stale_temporaries(parent)
     if final.is_dir():
         why = (replaceable or _only_if_empty)(final)
         if why:
             raise InputError(final, why, "choose a new or empty output folder")
-    built = Path(tempfile.mkdtemp(prefix=f".{final.name}{TEMP_MARK}{os.getpid()}-", dir=parent))
+    try:
+        built = Path(tempfile.mkdtemp(prefix=f".{final.name}{TEMP_MARK}{os.getpid()}-", dir=parent))
+    except OSError as exc:  # name the folder the user asked for, not the temporary
+        raise OSError(exc.errno, f"cannot be created ({exc.strerror})", str(final)) from exc
     try:
         yield built
         umask = os.umask(0)
@@ -264,6 +280,16 @@ def atomic_folder(path: str | os.PathLike, *, replaceable: Callable[[Path], str]
     except BaseException:
         shutil.rmtree(built, ignore_errors=True)
         raise
+    hold_for_tests("published")
+
+
+def _make_folder(folder: Path, final: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise InputError(final, f"cannot be created: {folder} is a file", "choose another output path") from exc
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot be created ({exc.strerror})", str(final)) from exc
 
 
 def _only_if_empty(folder: Path) -> str:

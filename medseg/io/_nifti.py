@@ -31,13 +31,22 @@ def _load(path: Path) -> nib.Nifti1Image:
                          "check that the file is complete and really NIfTI") from exc
 
 
+def _affine(img: nib.Nifti1Image) -> np.ndarray:
+    """nibabel's resolved affine; NaN where the header's forms cannot even be decoded (a NaN
+    quaternion makes nibabel's SVD fail), so :func:`affine_problem` reports it in one line."""
+    try:
+        return np.asarray(img.affine, dtype=np.float64)
+    except Exception:  # noqa: BLE001 - numpy.linalg.LinAlgError, ValueError from broken forms
+        return np.full((4, 4), np.nan)
+
+
 def read_nifti_header(path: Path) -> dict:
     """Shape, spacing and orientation without reading voxel data (for ``medseg info``)."""
     img = _load(path)
     return {
         "shape": tuple(int(s) for s in img.shape),
         "dtype": img.get_data_dtype(),
-        "affine": np.asarray(img.affine, dtype=np.float64),
+        "affine": _affine(img),
         "sform_code": int(img.header["sform_code"]) if "sform_code" in img.header else 0,
         "qform_code": int(img.header["qform_code"]) if "qform_code" in img.header else 0,
         "problems": nifti_problems(path, img),
@@ -52,7 +61,7 @@ def _form_notes(img: nib.Nifti1Image) -> list[str]:
         return []
     try:
         sform, qform = header.get_sform(), header.get_qform()
-    except Exception:  # a qform nibabel cannot decode is reported by the geometry check
+    except Exception:  # noqa: BLE001 - a qform nibabel cannot decode is reported by the geometry check
         return []
     corners = np.array([[i, j, k, 1.0] for i in (0, img.shape[0] - 1) for j in (0, img.shape[1] - 1)
                         for k in (0, (img.shape[2] - 1) if len(img.shape) > 2 else 0)])
@@ -64,8 +73,9 @@ def _form_notes(img: nib.Nifti1Image) -> list[str]:
 
 
 def _expected_bytes(img: nib.Nifti1Image) -> int:
-    header = img.header
-    return int(header.get_data_offset()) + int(np.prod(img.shape, dtype=np.int64)) * img.get_data_dtype().itemsize
+    # The proxy knows where the voxels start (the header field may say 0 for a single-file .nii).
+    offset = int(getattr(img.dataobj, "offset", 0) or img.header.get_data_offset())
+    return offset + int(np.prod(img.shape, dtype=np.int64)) * img.get_data_dtype().itemsize
 
 
 def nifti_problems(path: Path, img: nib.Nifti1Image | None = None) -> list[str]:
@@ -75,7 +85,7 @@ def nifti_problems(path: Path, img: nib.Nifti1Image | None = None) -> list[str]:
 
     img = img if img is not None else _load(path)
     problems = []
-    bad = affine_problem(np.asarray(img.affine, dtype=np.float64))
+    bad = affine_problem(_affine(img))
     if bad:
         problems.append(f"unusable geometry: {bad}")
     expected = _expected_bytes(img)
@@ -130,7 +140,7 @@ def read_nifti(path: Path, *, allow_2d: bool = False) -> Volume:
     """Read a .nii/.nii.gz file as a :class:`Volume` (RAS affine as nibabel resolves it)."""
     where = str(path)
     img = _load(path)
-    bad = affine_problem(np.asarray(img.affine, dtype=np.float64))
+    bad = affine_problem(_affine(img))
     if bad:
         raise InputError(where, f"has unusable geometry in its header: {bad}",
                          "fix the sform/qform or pixdim in the tool that wrote it")

@@ -16,6 +16,7 @@ from medseg.lesions.instances import (
     instances_from_map,
     split_component,
 )
+from medseg.lesions.from_labels import measure_lesions
 from medseg.lesions.masks import lesion_mask
 from medseg.lesions.measure import (
     DEFAULT_PERCENTILES,
@@ -32,6 +33,7 @@ __all__ = [
     "split_component",
     "lesion_mask",
     "lesion_table",
+    "measure_lesions",
     "LesionInstances",
     "LesionMeasurement",
     "LesionTable",

@@ -168,7 +168,7 @@ def resolve_model(model: Any = "default", *, trust_bundle: bool = False,
     """
     if isinstance(model, SegmentationModel):
         return model
-    from medseg.models import bundle, store
+    from medseg.models import store
 
     if isinstance(model, store.LoadedModel):
         return SegmentationModel.from_loaded(model)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg.errors import InputError
+from medseg.errors import InputError, option
 from medseg.io import write_text_atomic
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "save_best", "best_weights_path",
@@ -162,7 +162,9 @@ def load_checkpoint(model_dir: str | os.PathLike) -> Checkpoint | None:
     try:
         model_state = load_file(str(folder / _WEIGHTS), device="cpu")
         state = torch.load(folder / _STATE, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise InputError(folder, f"checkpoint cannot be read ({type(exc).__name__}: {exc})",
-                         "delete the checkpoints folder to start over") from exc
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError, EOFError, RuntimeError... for bad files
+        first = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise InputError(folder, f"checkpoint cannot be read safely ({type(exc).__name__}: {first})",
+                         f"it holds something other than tensors and numbers, or is damaged; pass "
+                         f"{option('restart', True)} or delete the checkpoints folder to start over") from exc
     return Checkpoint(epoch=int(state["epoch"]), model_state=model_state, state=state, folder=folder)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import InputError
-from medseg.labels import LabelSet, canonical_name, read_label_table
+from medseg.labels import canonical_name, read_label_table
 
 __all__ = ["TrainingCase", "DatasetDescription", "discover_cases", "read_label_names",
            "CORRECTED_FILES"]

@@ -174,7 +174,8 @@ def train(
     say = log or (lambda line: None)
     out = Path(output)
     if initial is not None and parent is not None and str(initial) != str(parent):
-        raise InputError(option("initial"), "and parent name two different models", "give one of them")
+        raise InputError("train", f"{option('initial')} and {option('parent')} name two different models",
+                         "give one of them")
     parent = initial if initial is not None else parent
     config = resolve_learning_rate(config, fine_tuning=bool(parent))
     cases, root, modality = _cases(data)
