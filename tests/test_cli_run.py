@@ -99,6 +99,18 @@ def test_evaluate_matches_classes_by_name(tmp_path, capsys):
     report = json.loads((tmp_path / "ev" / "report.json").read_text())
     dice = {c["name"]: c["dice"] for c in report["classes"]}
     assert dice["liver"] == 1.0 and dice["spleen"] == 1.0 and min(dice.values()) == 1.0
+    # A class only the prediction names (a model's lesion class against organ-only truth) is scored
+    # as absent from the reference, unless only the reference's classes are asked for.
+    names["11"] = "lesion"
+    (tmp_path / "pred.json").write_text(json.dumps(names))
+    run(capsys, "evaluate", tmp_path / "pred.nii.gz", PHANTOM / "organs.nii.gz", "--no-surface", "--no-plots",
+        "-o", tmp_path / "ev_all")
+    assert "lesion" in [c["name"] for c in json.loads((tmp_path / "ev_all" / "report.json").read_text())["classes"]]
+    code, stdout, _ = run(capsys, "evaluate", tmp_path / "pred.nii.gz", PHANTOM / "organs.nii.gz", "--no-surface",
+                          "--no-plots", "--reference-classes", "-o", tmp_path / "ev_ref")
+    scored = [c["name"] for c in json.loads((tmp_path / "ev_ref" / "report.json").read_text())["classes"]]
+    assert code == 0 and "lesion" not in scored and len(scored) == 10
+    assert "named only in" in stdout and "lesion" in stdout
     # Without the names the values are compared: liver and spleen then do not overlap at all.
     (tmp_path / "pred.json").unlink()
     run(capsys, "evaluate", tmp_path / "pred.nii.gz", PHANTOM / "organs.nii.gz", "--no-surface", "--no-plots",

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="connectivity for separating lesions (default 26)")
     parser.add_argument("--resample", action="store_true",
                         help="resample PRED onto REF's grid (nearest neighbour) when the grids differ")
+    parser.add_argument("--reference-classes", action="store_true",
+                        help="score only the classes the reference names (with names on both maps; e.g. leave a "
+                             "model's lesion class out when the truth holds organs only)")
     parser.add_argument("--no-surface", action="store_true", help="skip HD, HD95, ASSD and NSD (faster)")
     parser.add_argument("--no-plots", action="store_true", help="write no PNG plot")
 
@@ -79,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate(pred, ref, labels=labels, lesion_label=args.lesion_label, lesion_instances=args.instances,
                           connectivity=args.connectivity, match_iou=args.match_iou,
                           nsd_tolerance_mm=args.nsd_tolerance, surface=not args.no_surface,
-                          resample=args.resample, progress=progress)
+                          resample=args.resample, classes="reference" if args.reference_classes else "all",
+                          progress=progress)
     command = "medseg evaluate " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["evaluate"] else ""
     written = list(write_evaluation(result, out, command=command).values())
     if not args.no_plots:

@@ -172,6 +172,7 @@ def evaluate(
     nsd_tolerance_mm: float = 2.0,
     surface: bool = True,
     resample: bool = False,
+    classes: str = "all",
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> EvaluationResult:
@@ -201,6 +202,10 @@ def evaluate(
     resample : bool
         If the grids differ, resample ``pred`` onto ``ref``'s grid (nearest neighbour) instead
         of refusing.
+    classes : {"all", "reference"}
+        With classes matched by name: score every class either map names (default), or only the
+        classes the reference names ("reference": e.g. an organ-only truth against a model that
+        also has a lesion class; the prediction's other classes are named in a note).
     progress, cancel
         See :mod:`medseg.progress`.
 
@@ -214,6 +219,8 @@ def evaluate(
         require_integer_labels(volume.array, name)
     if not 0 <= match_iou < 1:
         raise InputError(option("match_iou", match_iou), f"{match_iou} is not in [0, 1)", "use 0.5 (PQ's rule) or e.g. 0.1")
+    if classes not in ("all", "reference"):
+        raise InputError(option("classes", classes), "is not a choice of classes", "use 'all' or 'reference'")
     if not nsd_tolerance_mm >= 0:
         raise InputError(option("nsd_tolerance_mm", nsd_tolerance_mm), f"{nsd_tolerance_mm} mm is negative", "use e.g. 2 mm")
     notes: list[str] = []
@@ -234,6 +241,8 @@ def evaluate(
         pred_classes, labels, note = match_by_name(pred, ref)
         if note:
             notes.append(note)
+        if classes == "reference":
+            labels = {v: n for v, n in labels.items() if v in ref.label_set.values}
     elif labels is None and not lesion_instances and (ref.label_set or pred.label_set) is not None:
         named = ref.label_set or pred.label_set
         labels = {lab.value: lab.name for lab in named.foreground}
