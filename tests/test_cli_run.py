@@ -164,3 +164,24 @@ def test_a_model_without_lesion_class_gives_a_case_without_lesions(tmp_path):
     assert read_case(tmp_path / "case").lesions is None
     with pytest.raises(Exception, match="lesion_label=tumour: is not a class of the model organs-only"):
         run_case(PHANTOM / "ct.nii.gz", model=str(model), lesions=LesionOptions(label="tumour"))
+
+
+def test_cancel_reaches_every_stage_and_nothing_is_written(tmp_path):
+    """A cancel set while a stage runs stops the run there; no case folder appears."""
+    from medseg.errors import CancelledError
+    from medseg.pipeline import run_case
+    from medseg.progress import CancelToken
+
+    seen = []
+    for stage in ("read", "load model", "preprocess", "inference", "lesions"):
+        token = CancelToken()
+
+        def progress(done, total, message, stage=stage, token=token):
+            seen.append(message.split(":")[0])
+            if message.startswith(stage):
+                token.cancel()
+
+        with pytest.raises(CancelledError):
+            run_case(PHANTOM / "ct.nii.gz", output=tmp_path / stage, progress=progress, cancel=token)
+        assert not (tmp_path / stage).exists()
+    assert {"read", "load model", "preprocess", "inference", "lesions"} <= set(seen)

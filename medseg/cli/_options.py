@@ -38,6 +38,16 @@ def cli_flag(name: str, value: str | None = None) -> str:
     return f"{flag} {value}"
 
 
+def add_case_arguments(parser: argparse.ArgumentParser, *, output_help: str) -> None:
+    """INPUT, ``-o CASE``, ``--series``, ``--replace-corrections`` and ``--quiet`` (run, segment)."""
+    parser.add_argument("input", help="DICOM file or folder, NIfTI, NRRD or MHA")
+    parser.add_argument("-o", "--output", required=True, metavar="CASE", help=output_help)
+    parser.add_argument("--series", help="series index or UID when INPUT holds several (see `medseg info`)")
+    parser.add_argument("--replace-corrections", action="store_true",
+                        help="let this run replace a case holding a person's corrections (default: refuse)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Which model, where and how it runs (the options of :func:`medseg.inference.segment`)."""
     parser.add_argument("--model", default=None,

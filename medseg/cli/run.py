@@ -9,24 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medseg.cli._options import add_lesion_options, add_model_options
+from medseg.cli._options import add_case_arguments, add_lesion_options, add_model_options
 
 HELP = "segment a scan, separate and measure its lesions, and write one case folder (labels, lesions, report)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="DICOM file or folder, NIfTI, NRRD or MHA")
-    parser.add_argument("-o", "--output", required=True, metavar="CASE",
-                        help="case folder to write (replaced as a whole; see docs/case.md)")
-    parser.add_argument("--series", help="series index or UID when INPUT holds several (see `medseg info`)")
+    add_case_arguments(parser, output_help="case folder to write (replaced as a whole; see docs/case.md)")
     add_model_options(parser)
     add_lesion_options(parser)
     parser.add_argument("--no-lesions", action="store_true", help="no lesion instances or table")
     parser.add_argument("--no-plots", action="store_true", help="no lesion plots")
     parser.add_argument("--save-image", action="store_true", help="store the image in the case (image.nii.gz)")
-    parser.add_argument("--replace-corrections", action="store_true",
-                        help="let this run replace a case holding a person's corrections (default: refuse)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace, *, lesions: bool = True) -> int:
