@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-lesions", action="store_true", help="no lesion instances or table")
     parser.add_argument("--no-plots", action="store_true", help="no lesion plots")
     parser.add_argument("--save-image", action="store_true", help="store the image in the case (image.nii.gz)")
+    parser.add_argument("--rtstruct", action="store_true",
+                        help="also write exports/rtstruct.dcm (DICOM RT Structure Set; needs a DICOM input)")
 
 
 def run(args: argparse.Namespace, *, lesions: bool = True) -> int:
@@ -30,8 +32,13 @@ def run(args: argparse.Namespace, *, lesions: bool = True) -> int:
 
     set_threads(args)
     want_lesions = lesions and not getattr(args, "no_lesions", False)
+    exports = {}
+    if getattr(args, "rtstruct", False):
+        from medseg.export.rtstruct import rtstruct_exporter
+
+        exports["rtstruct.dcm"] = rtstruct_exporter()
     with tqdm_progress(disable=args.quiet or not sys.stderr.isatty()) as bar:
-        case = run_case(args.input, output=args.output, series=args.series, **model_kwargs(args),
+        case = run_case(args.input, output=args.output, series=args.series, **model_kwargs(args), exports=exports,
                         lesions=lesion_options(args) if want_lesions else False,
                         plots=not getattr(args, "no_plots", False), save_image=getattr(args, "save_image", False),
                         allow_replacing_corrections=getattr(args, "replace_corrections", False),

@@ -10,6 +10,10 @@ corrected cases (written by medseg's napari plugin; see ``docs/training.md``)
     One folder per case holding ``labels.nii.gz``, ``labels.json`` (value -> name),
     ``provenance.json``, and ``image.nii.gz`` (or a ``"source_image"`` path in the
     provenance). DATA may be one such folder or a folder of them.
+CT series with RTSTRUCTs
+    DICOM series each with an RT Structure Set that references it (one case per structure set;
+    contours rasterised onto the series' grid, ROI names mapped to class names by
+    :mod:`medseg.export.roi_aliases`; see :mod:`medseg.training.rtstruct_cases`).
 image/label pairs
     ``images/`` and ``labels/`` with the same file names, or files named ``<case>_image.*``
     and ``<case>_label.*`` (also ``_img``/``_ct``, ``_seg``/``_labels``/``_mask``) side by
@@ -242,7 +246,9 @@ def discover_cases(data: str | os.PathLike) -> DatasetDescription:
                              "remove them from DATA or save them as corrected cases")
         description = DatasetDescription(str(root), "corrected", tuple(cases))
     else:
-        description = _pairs(root)
+        from medseg.training.rtstruct_cases import rtstruct_training_cases
+
+        description = rtstruct_training_cases(root) or _pairs(root)
     if not description.cases:
         raise InputError(root, f"holds no training cases ({description.layout} layout found, 0 cases)",
                          "add at least one image with its label map")
