@@ -55,7 +55,9 @@ def test_round_trip_keeps_voxels_geometry_names_lesions_and_provenance(tmp_path)
     assert case.provenance["kind"] == "proposal"
     assert np.array_equal(case.image.array, image.array)
     assert set(case.manifest["files"]) == {"labels.nii.gz", "labels.json", "provenance.json", "image.nii.gz",
-                                          "lesions/lesions.nii.gz", "lesions/lesions.csv", "lesions/lesions.json"}
+                                          "labels.ctbl", "labels.itksnap.txt",  # names and colours for Slicer, ITK-SNAP
+                                          "lesions/lesions.nii.gz", "lesions/lesions.csv", "lesions/lesions.json",
+                                          "lesions/lesions.ctbl", "lesions/lesions.itksnap.txt"}
     assert json.loads((tmp_path / "case" / "labels.json").read_text())["7"] == "lesion"
 
 

@@ -49,7 +49,8 @@ def test_lesions_cli_splits_the_touching_pair_and_matches_truth(tmp_path, capsys
     assert code == 0
     assert stdout.startswith("6 lesion(s) in non-zero voxels of") and "1 touching group(s) split" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["lesion_montage.png", "lesion_sizes.png", "lesions.csv",
-                                                     "lesions.json", "lesions.nii.gz"]
+                                                     "lesions.ctbl", "lesions.itksnap.txt", "lesions.json",
+                                                     "lesions.nii.gz"]
     # The instance map lies on the input grid.
     written, source = nib.load(out / "lesions.nii.gz"), nib.load(PHANTOM / "lesions.nii.gz")
     assert written.shape == source.shape and np.allclose(written.affine, source.affine)

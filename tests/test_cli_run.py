@@ -126,7 +126,8 @@ def test_earlier_outputs_do_not_survive_a_new_run(tmp_path, capsys):
     assert code == 0 and (tmp_path / "o" / "lesion_montage.png").exists()
     code, _, _ = run(capsys, "lesions", labels, "--as-instances", "--no-plots", "-o", tmp_path / "o")
     assert code == 0
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["lesions.csv", "lesions.json", "lesions.nii.gz"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["lesions.csv", "lesions.ctbl", "lesions.itksnap.txt",
+                                                                   "lesions.json", "lesions.nii.gz"]
     (tmp_path / "o" / "mine.txt").write_text("x")
     code, _, err = run(capsys, "lesions", labels, "--as-instances", "--no-plots", "-o", tmp_path / "o")
     assert code == 2 and "holds other files (mine.txt)" in err and (tmp_path / "o" / "mine.txt").exists()

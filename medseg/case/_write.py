@@ -14,6 +14,7 @@ from medseg.case._format import (CASE_FILE, CASE_FORMAT, CASE_FORMAT_VERSION, FI
                                  PROVENANCE_SCHEMA_VERSION, now_utc, sha256_of)
 from medseg.case._read import is_case, read_json
 from medseg.errors import InputError
+from medseg.export.colour_tables import lesion_label_set, write_colour_tables
 from medseg.io._atomic import atomic_folder
 from medseg.progress import hold_for_tests
 from medseg.volume import Volume
@@ -21,7 +22,8 @@ from medseg.volume import Volume
 __all__ = ["write_case", "write_lesions"]
 
 #: What a folder written by earlier medseg versions (``medseg segment``) holds: replaceable.
-_LEGACY_NAMES = {"labels.nii.gz", "labels.json", "provenance.json", "uncertainty.nii.gz", "lesions"}
+_LEGACY_NAMES = {"labels.nii.gz", "labels.json", "provenance.json", "uncertainty.nii.gz", "lesions", "labels.ctbl",
+                 "labels.itksnap.txt"}
 
 
 def _replaceable(kind: str, allow_replacing_corrections: bool):
@@ -141,6 +143,8 @@ def write_case(path: str | os.PathLike, *, labels: Volume, provenance: Mapping[s
         save_volume(labels, built / FILES["labels"], label_table=False)
         hold_for_tests("case-write")
         write_text_atomic(built / FILES["names"], json.dumps(labels.label_set.to_dict(), indent=2) + "\n")
+        # Names and colours where 3D Slicer and ITK-SNAP look for them (labels.ctbl, labels.itksnap.txt).
+        write_colour_tables(labels.label_set, built / FILES["labels"])
         if uncertainty is not None:
             save_volume(uncertainty, built / FILES["uncertainty"])
         if image is not None:
@@ -186,6 +190,7 @@ def write_lesions(folder: Path, lesion_map: Volume, table: Any, image: Volume | 
     save_volume(lesion_map.with_labels(None), folder / "lesions.nii.gz", label_table=False)
     if table is None:
         return
+    write_colour_tables(lesion_label_set(r.id for r in table.rows), folder / "lesions.nii.gz")
     from medseg.report import write_lesion_csv, write_lesion_json
 
     write_lesion_csv(table, folder / "lesions.csv")

@@ -14,7 +14,8 @@ from pathlib import Path
 HELP = "separate lesion instances, measure each (volume, RECIST axes, HU, organ) and write a table"
 
 #: What this command writes; an output folder holding only these may be replaced.
-WRITTEN = ("lesions.nii.gz", "lesions.csv", "lesions.json", "lesion_sizes.png", "lesion_montage.png")
+WRITTEN = ("lesions.nii.gz", "lesions.csv", "lesions.json", "lesions.ctbl", "lesions.itksnap.txt", "lesion_sizes.png",
+           "lesion_montage.png")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

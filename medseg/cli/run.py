@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-lesions", action="store_true", help="no lesion instances or table")
     parser.add_argument("--no-plots", action="store_true", help="no lesion plots")
     parser.add_argument("--save-image", action="store_true", help="store the image in the case (image.nii.gz)")
+    parser.add_argument("--dicom-seg", nargs="?", const="binary", choices=("binary", "labelmap"),
+                        help="also write exports/seg.dcm: a DICOM SEG of the labels and lesions that refers to the "
+                             "DICOM input (BINARY by default; LABELMAP is smaller, fewer viewers read it)")
     parser.add_argument("--rtstruct", action="store_true",
                         help="also write exports/rtstruct.dcm (DICOM RT Structure Set; needs a DICOM input)")
 
@@ -33,6 +36,17 @@ def run(args: argparse.Namespace, *, lesions: bool = True) -> int:
     set_threads(args)
     want_lesions = lesions and not getattr(args, "no_lesions", False)
     exports = {}
+    if getattr(args, "dicom_seg", None) or getattr(args, "rtstruct", False):
+        from medseg.errors import InputError
+        from medseg.io._formats import guess_format
+
+        if guess_format(args.input) not in ("dicom", "dicom-folder"):
+            raise InputError(args.input, "is not DICOM: a DICOM SEG or RTSTRUCT refers to DICOM images",
+                             "give the DICOM series, or leave out --dicom-seg / --rtstruct")
+    if getattr(args, "dicom_seg", None):
+        from medseg.export.dicom_seg import seg_writer
+
+        exports["seg.dcm"] = seg_writer(segmentation_type=args.dicom_seg.upper())
     if getattr(args, "rtstruct", False):
         from medseg.export.rtstruct import rtstruct_exporter
 

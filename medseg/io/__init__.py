@@ -12,12 +12,13 @@ replace an input file.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 from medseg.errors import InputError, option
 from medseg.io._atomic import atomic_output, refuse_overwriting_inputs, write_text_atomic
-from medseg.io._formats import WRITABLE_SUFFIXES, guess_format
+from medseg.io._formats import WRITABLE_SUFFIXES, guess_format, is_dicom_seg
 from medseg.io._series import SeriesInfo, select_series
 from medseg.progress import CancelToken, ProgressCallback
 from medseg.volume import Volume
@@ -36,6 +37,14 @@ __all__ = [
 def _existing(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
+        if p.is_symlink():
+            try:
+                os.stat(p)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise InputError(p, "is a symbolic link that points back to itself",
+                                     "fix or remove the looping link") from exc
+            raise InputError(p, f"is a symbolic link to {os.readlink(p)}, which does not exist", "fix the link")
         raise InputError(p, "does not exist", "check the path")
     if p.is_dir():
         try:
@@ -83,8 +92,12 @@ def _file_info(path: Path, fmt: str, shape: tuple[int, ...], affine, problems=()
     if len([s for s in shape[3:] if s != 1]) > 0:
         problems.append(f"{len(shape)}D image: medseg reads 3D volumes")
     spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
+    try:
+        orientation = "".join(aff2axcodes(affine)) if np.all(np.isfinite(affine)) else "???"
+    except (ValueError, np.linalg.LinAlgError):  # a singular affine: reported among the problems
+        orientation = "???"
     return SeriesInfo(index=0, key=path.name, path=str(path), format=fmt, shape=tuple(shape),
-                      spacing_mm=spacing, orientation="".join(aff2axcodes(affine)),
+                      spacing_mm=spacing, orientation=orientation,
                       n_slices=int(shape[2]) if len(shape) > 2 else 1, n_files=1,
                       problems=tuple(problems), notes=tuple(notes), readable=not problems)
 
@@ -128,6 +141,13 @@ def load_volume(
     """
     p = _existing(path)
     fmt = guess_format(p)
+    if fmt == "dicom" and series in (None, 0, "0") and is_dicom_seg(p):
+        # A DICOM SEG file: its class map on the SEG's own grid, with segment labels as names
+        # (medseg.io._dicom_seg.read_seg with the source series gives the series' whole grid).
+        from medseg.io._dicom_seg import read_seg
+
+        found = read_seg(p)
+        return found.labels if found.labels is not None else found.lesions
     if fmt in ("dicom", "dicom-folder"):
         from medseg.io import _dicom
 
@@ -164,7 +184,8 @@ def save_volume(volume: Volume, path: str | os.PathLike, *, inputs: tuple[str | 
 
     The file appears only when complete. Refuses to write over the volume's own source file
     or any path in ``inputs``. A label map with a ``label_set`` also gets its names beside it
-    (``X.nii.gz`` -> ``X.json``; ``label_table=False`` to skip).
+    (``X.nii.gz`` -> ``X.json``, and the 3D Slicer / ITK-SNAP colour tables ``X.ctbl`` and
+    ``X.itksnap.txt``; ``label_table=False`` to skip).
 
     Returns
     -------
@@ -195,4 +216,8 @@ def save_volume(volume: Volume, path: str | os.PathLike, *, inputs: tuple[str | 
         sidecar = label_table_path(out)
         refuse_overwriting_inputs(sidecar, (volume.source.path, *inputs))
         write_label_table(volume.label_set, sidecar)
+        from medseg.export.colour_tables import write_colour_tables
+
+        # Names and colours for 3D Slicer (X.ctbl) and ITK-SNAP (X.itksnap.txt) beside the map too.
+        write_colour_tables(volume.label_set, out, inputs=(volume.source.path, *inputs))
     return out

@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["FORMAT_BY_SUFFIX", "guess_format", "looks_like_dicom", "WRITABLE_SUFFIXES"]
+__all__ = [
+    "FORMAT_BY_SUFFIX",
+    "SEG_SOP_CLASSES",
+    "WRITABLE_SUFFIXES",
+    "guess_format",
+    "is_dicom_seg",
+    "looks_like_dicom",
+]
 
 FORMAT_BY_SUFFIX = {
     ".nii": "nifti",
@@ -50,3 +57,28 @@ def guess_format(path: str | os.PathLike) -> str:
         if name.endswith(suffix):
             return fmt
     return "dicom" if looks_like_dicom(p) else ""
+
+
+#: Segmentation Storage and Label Map Segmentation Storage (DICOM SEG, read by medseg.io._dicom_seg).
+SEG_SOP_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7")
+
+
+def is_dicom_seg(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a DICOM file of a Segmentation SOP class.
+
+    The file meta is read (never compressed, so a deflated SEG is not inflated to ask); a file
+    without file meta falls back to the data set's SOPClassUID.
+    """
+    if not looks_like_dicom(path):
+        return False
+    import pydicom
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        sop = str(read_file_meta_info(path).get("MediaStorageSOPClassUID", "") or "")
+        if not sop:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+            sop = str(ds.get("SOPClassUID", "") or "")
+    except Exception:  # noqa: BLE001 - damaged or unreadable: the image reader reports it
+        return False
+    return sop in SEG_SOP_CLASSES
