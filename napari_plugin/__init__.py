@@ -1,10 +1,13 @@
-"""napari plugin for medseg: a thin GUI over the pure-Python core in ``medseg``.
+"""napari plugin for medseg: a review workstation over the pure-Python core in ``medseg``.
 
-World coordinates in the viewer are medseg's RAS millimetres (``Volume.affine`` is passed as
-the layer affine), so layers from different grids overlay where they are in the patient and
-measurements read in mm. :func:`show_axial` sets the radiological axial view.
+Layers are placed in world RAS millimetres (spacing as ``scale``, origin as ``translate``, the
+residual direction as ``rotate``, axis order and flips as a view of the data: see
+:mod:`napari_plugin._geometry`), so layers from different grids overlay where they are in the
+patient and napari's brush works in mm. Widgets: Segment (``run_case`` in a worker), Lesion table,
+Save case, View (planes and CT windows). User guide: ``docs/napari.md``.
 """
 
-from napari_plugin._view import layer_data_from_volume, show_axial
+from napari_plugin._layers import layer_data_from_volume, volume_from_layer
+from napari_plugin._view import show_axial, show_plane
 
-__all__ = ["layer_data_from_volume", "show_axial"]
+__all__ = ["layer_data_from_volume", "show_axial", "show_plane", "volume_from_layer"]
