@@ -107,7 +107,8 @@ def hold_for_tests(point: str) -> None:
     """Pause at a named point when ``MEDSEG_TEST_HOLD`` names it, so a test can kill the process
     exactly there. Points: ``inference`` (after the first windows), ``case-write`` (a case half
     written in its temporary folder), ``publish`` (complete, not yet in place), ``published`` (in
-    place). Prints ``medseg-hold: POINT`` to stderr first. No effect otherwise (one dict lookup)."""
+    place), ``batch-record`` (a batch case written, not yet recorded in the manifest). Prints
+    ``medseg-hold: POINT`` to stderr first. No effect otherwise (one dict lookup)."""
     if os.environ.get("MEDSEG_TEST_HOLD") != point:
         return
     import sys

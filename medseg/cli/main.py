@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Sequence
 
 from medseg import __version__
+from medseg.cli._signals import Terminated, on_sigterm
 
 #: Command name -> module, in the order ``--help`` lists them (a module missing from this build
 #: is left out of the list).
@@ -51,15 +52,6 @@ _OS_HINTS = {
     errno.EMFILE: "too many open files; raise the limit (ulimit -n)",
     errno.EIO: "the disk or network share reported an error; check it",
 }
-
-
-class Terminated(BaseException):
-    """SIGTERM (``timeout``, SLURM, ``docker stop``), turned into an exception so that every
-    ``finally`` and temporary-file clean-up runs, as for Ctrl-C."""
-
-
-def _on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised in a subprocess test
-    raise Terminated()
 
 
 def _os_error_line(exc: OSError) -> str:
@@ -127,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # they would break the one-line rule. --debug shows them.
     logging.basicConfig(level=logging.DEBUG if debug else logging.CRITICAL, format="%(name)s: %(message)s")
     logging.getLogger("nibabel").setLevel(logging.DEBUG if debug else logging.CRITICAL)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if hasattr(signal, "SIGTERM") else None
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if hasattr(signal, "SIGTERM") else None
     try:
         return int(args._run(args) or 0)
     except MedsegError as exc:
