@@ -1,6 +1,7 @@
-"""Plain MONAI against medseg on one 512x512x300 CT, 14-class UNet, 2 CPU threads, in one run.
+"""Plain MONAI against medseg (torch, OpenVINO, ONNX Runtime, auto) on one 512x512x300 CT, 2 CPU threads.
 
-    .venv/bin/python benchmarks/bench_inference.py [--repeats 2] [--arch unet|segresnet]
+    .venv/bin/python benchmarks/bench_inference.py [--model unet14|default|segresnet14] [--repeats 2]
+                                                   [--backends torch,openvino,onnxruntime,auto] [--ablation]
 
 The volume is the real CT angiography ``totalsegmentator/aorta_report/example_ct.nii.gz`` from
 ``../shared/data`` (233x167x191 at 1.5 mm), resampled to 512x512x300 (0.68 x 0.68 x 0.96 mm;
@@ -8,16 +9,29 @@ the field of view is squared with air, as a scanner's is). The network is fitted
 14 classes of smoothed-HU intervals on that CT (organ-like blobs, class 0 = air), so its label map has real structure and agreement
 is not vacuous. Both cached under ``$MEDSEG_BENCH_CACHE`` (default ``/tmp/medseg-bench``).
 
+``--model default`` runs the shipped default model (11 classes, 3 mm, roi 64) instead.
+
 Each pipeline runs in its own subprocess (peak memory = its max RSS, imports included) from the
 NIfTI file to a label array in memory:
 
 * plain MONAI: LoadImaged -> EnsureChannelFirstd -> Orientationd -> Spacingd -> ScaleIntensityRanged
   -> sliding_window_inference (Gaussian, 4 windows per pass as MONAI's own bundles configure)
   -> softmax -> Invertd (bilinear) -> argmax;
-* medseg: ``load_volume`` -> ``medseg.inference.segment`` (same model space and windows).
+* medseg-BACKEND: ``load_volume`` -> ``medseg.inference.segment(..., backend=BACKEND,
+  postprocess=False)`` (same model space and windows; the default model's largest-component
+  clean-up is left out so every pipeline gives the network's own labels).
 
-Prints wall-time ratio, peak-memory ratio and per-class Dice agreement (targets: time <= 0.6x,
-memory <= 0.5x, agreement >= 0.99), and volumes per minute on a GPU when one is present.
+The back-ends run from a warm export cache (``$MEDSEG_BENCH_CACHE/backend-cache``): before the
+rounds, one ``auto`` run on an emptied cache measures what a first use costs (export, agreement
+check, timing of every back-end), and is reported apart. ``medseg-auto (no torch network)`` is
+auto with the model described by its spec and weights hash only (what a cached export needs):
+no MONAI import and no network build, so it also shows the start-up saved.
+
+Prints, per variant, ratios within each round (median over rounds): total time against plain
+MONAI and against medseg-torch, network time against medseg-torch, peak RSS, and per-class Dice
+against medseg-torch and against MONAI. Targets (issue 15): auto <= 0.35x medseg-torch's network
+time and <= 0.1x plain MONAI's total, Dice >= 0.999 per class, peak memory <= medseg-torch's.
+Also volumes per minute on a GPU when one is present.
 """
 
 from __future__ import annotations
@@ -36,6 +50,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
 CACHE = Path(os.environ.get("MEDSEG_BENCH_CACHE", "/tmp/medseg-bench"))
+BACKEND_CACHE = CACHE / "backend-cache"
 SOURCE_CT = DATA / "totalsegmentator" / "aorta_report" / "example_ct.nii.gz"
 SHAPE = (512, 512, 300)
 #: 14 classes: intervals of HU smoothed over ~3 mm (class c = between EDGES[c-1] and EDGES[c]), so
@@ -81,6 +96,10 @@ def make_volume() -> Path:
 
 def make_model(ct_path: Path, arch: str) -> Path:
     """A 14-class network fitted briefly to smoothed HU intervals on the CT, saved as a model folder."""
+    if arch == "default":
+        from medseg.models import default_model_path
+
+        return default_model_path()
     folder = CACHE / f"model_{arch}14_v2"
     if (folder / "medseg-model.json").exists():
         return folder
@@ -133,7 +152,9 @@ def make_model(ct_path: Path, arch: str) -> Path:
 
 
 MONAI_CHILD = r"""
-import json, sys, time, resource, numpy as np, torch
+import json, sys, time, resource
+T0 = time.perf_counter()
+import numpy as np, torch
 torch.set_num_threads(2)
 from monai.inferers import sliding_window_inference
 from monai.transforms import (Activationsd, AsDiscreted, Compose, EnsureChannelFirstd, Invertd, LoadImaged,
@@ -159,36 +180,58 @@ labels = post(data)["pred"][0].numpy().astype(np.uint8)
 seconds = time.perf_counter() - t0
 np.save(cfg["out"], labels)
 print(json.dumps({"seconds": seconds, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "startup": t0 - T0, "network": t2 - t1,
                   "timings": {"preprocess": t1 - t0, "sliding_window": t2 - t1, "invert_argmax": seconds - (t2 - t0)}}))
 """
 
 MEDSEG_CHILD = r"""
-import json, sys, time, resource, numpy as np, torch
+import json, sys, time, resource
+T0 = time.perf_counter()
+import numpy as np, torch
 torch.set_num_threads(2)
 from medseg.inference import segment
 from medseg.io import load_volume
-from medseg.models import resolve_model
 cfg = json.loads(sys.argv[1])
-model = resolve_model(cfg["model"])
+if cfg.get("lazy"):  # the model as a cached export needs it: spec + weights hash, no network built
+    from medseg.models import SegmentationModel
+    from medseg.models.store import read_spec, sha256_file
+    from pathlib import Path
+    spec, weights = read_spec(cfg["model"])
+    model = SegmentationModel(name=spec.name, version=spec.version, modality=spec.modality, network=None,
+                              labels=spec.labels, preprocessing=spec.preprocessing, source="medseg-model",
+                              path=cfg["model"], weights_sha256=sha256_file(Path(cfg["model"]) / weights["file"]),
+                              spec=spec)
+else:
+    from medseg.models import resolve_model
+    model = resolve_model(cfg["model"])
 t0 = time.perf_counter()
 result = segment(load_volume(cfg["ct"]), model, device=cfg.get("device", "cpu"), precision=cfg.get("precision", "auto"),
-                 crop=cfg.get("crop"), sw_batch_size=cfg.get("medseg_sw_batch_size"))
+                 crop=cfg.get("crop"), sw_batch_size=cfg.get("medseg_sw_batch_size"),
+                 backend=cfg.get("backend", "torch"), postprocess=False)
 seconds = time.perf_counter() - t0
 np.save(cfg["out"], result.labels.array)
+backend = result.provenance["backend"]
 print(json.dumps({"seconds": seconds, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "startup": t0 - T0, "network": result.timings["network"], "monai_imported": "monai" in sys.modules,
                   "windows": result.provenance["windows"], "computed_fraction": result.provenance["computed_fraction"],
                   "mixed_voxel_fraction": result.provenance["mixed_voxel_fraction"], "timings": result.timings,
-                  "predictor": result.provenance["predictor"]}))
+                  "predictor": result.provenance["predictor"], "backend": backend["variant"], "how": backend["how"],
+                  "calibration_seconds": backend["calibration_seconds"],
+                  "seconds_per_window": backend["seconds_per_window"], "notes": result.provenance["notes"]}))
 """
 
 
 def run_child(code: str, cfg: dict, env_extra: dict | None = None) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=str(REPO), **(env_extra or {}))
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=str(REPO), MEDSEG_CACHE_DIR=str(BACKEND_CACHE),
+               **(env_extra or {}))
+    began = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True, env=env,
                           check=False)
     if proc.returncode != 0:
         raise SystemExit(f"child failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["process_seconds"] = time.perf_counter() - began  # interpreter start to exit
+    return result
 
 
 def dice_per_class(a: np.ndarray, b: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -201,10 +244,27 @@ def dice_per_class(a: np.ndarray, b: np.ndarray, n_classes: int) -> dict[int, fl
     return out
 
 
+def cpu_line() -> str:
+    """CPU model and the instruction sets that decide back-end speed (lscpu)."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return "lscpu not available"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = fields.get("Flags", "").split()
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags]
+    return (f"{fields.get('Model name', '?').strip()} (family {fields.get('CPU family', '?').strip()}, model "
+            f"{fields.get('Model', '?').strip()}), {fields.get('CPU(s)', '?').strip()} CPUs, flags: {' '.join(wanted)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--arch", default="unet", choices=("unet", "segresnet"))
+    parser.add_argument("--model", "--arch", dest="model", default="unet14",
+                        choices=("unet14", "segresnet14", "default", "unet", "segresnet"),
+                        help="the 14-class benchmark UNet (or SegResNet), or the shipped default model")
+    parser.add_argument("--backends", default="torch,openvino,onnxruntime,auto",
+                        help="medseg back-ends to time (comma-separated; torch is always included)")
     parser.add_argument("--skip-monai", action="store_true", help="time medseg only (GPU runs)")
     parser.add_argument("--ablation", action="store_true",
                         help="also time medseg without each speed measure (malloc tuning, batching, crop) and in bf16")
@@ -213,10 +273,22 @@ def main() -> int:
                              "and pediatric bundles configure their SlidingWindowInferer)")
     args = parser.parse_args()
     ct = make_volume()
-    model = make_model(ct, args.arch)
-    print(f"volume {ct} {SHAPE}, model {model.name}, {len(EDGES) + 1} classes, 2 threads, "
-          f"spacing {SPACING_MM} mm, roi {ROI}, overlap {OVERLAP}, MONAI sw_batch_size {args.monai_sw_batch_size}")
-    variants = [("medseg", MEDSEG_CHILD, {}, {})]
+    arch = {"unet14": "unet", "segresnet14": "segresnet", "unet": "unet", "segresnet": "segresnet",
+            "default": "default"}[args.model]  # unet/segresnet: the --arch spelling of earlier runs
+    model = make_model(ct, arch)
+    from medseg.models.store import read_spec
+
+    spec, _ = read_spec(model)
+    n_classes = len(spec.labels)
+    pre = spec.preprocessing
+    print(f"CPU: {cpu_line()}")
+    print(f"volume {ct} {SHAPE}, model {model.name} ({spec.network.arch}, {n_classes} classes), 2 threads, "
+          f"spacing {pre.spacing_mm} mm, roi {pre.roi_size}, overlap {pre.overlap}, "
+          f"MONAI sw_batch_size {args.monai_sw_batch_size}")
+    backends = ["torch", *[b for b in args.backends.split(",") if b and b != "torch"]]
+    variants = [(f"medseg-{b}", MEDSEG_CHILD, {"backend": b}, {}) for b in backends]
+    if "auto" in backends:
+        variants.append(("medseg-auto-lazy", MEDSEG_CHILD, {"backend": "auto", "lazy": True}, {}))
     if not args.skip_monai:
         variants.insert(0, ("monai", MONAI_CHILD, {"sw_batch_size": args.monai_sw_batch_size}, {}))
     if args.ablation:
@@ -224,49 +296,82 @@ def main() -> int:
                      ("1 window per pass", MEDSEG_CHILD, {"medseg_sw_batch_size": 1}, {}),
                      ("no foreground crop", MEDSEG_CHILD, {"crop": False}, {}),
                      ("bf16 autocast", MEDSEG_CHILD, {"precision": "bf16"}, {})]
+    base = {"ct": str(ct), "model": str(model)}
+    if len(backends) > 1:
+        import shutil
+
+        shutil.rmtree(BACKEND_CACHE, ignore_errors=True)
+        first = run_child(MEDSEG_CHILD, {**base, "out": str(CACHE / "first_use.npy"), "backend": "auto"})
+        print(f"  first use of auto (empty cache): {first['seconds']:.1f} s (network + checks + timing "
+              f"{first['network']:.1f} s, of which timing every back-end {first['calibration_seconds']:.1f} s; "
+              f"export and compile {first['timings']['backend']:.1f} s) -> {first['backend']}, s/window "
+              f"{first['seconds_per_window']}; notes {first['notes']}")
     runs: dict[str, list[dict]] = {name: [] for name, *_ in variants}
-    dice: dict[str, dict[int, float]] = {}
+    labels: dict[str, np.ndarray] = {}
     # Rounds of every variant back to back, in alternating order, so the load of this shared
     # machine (which swings by 3x within minutes) hits them alike; ratios are taken per round.
     for repeat in range(args.repeats):
         for name, code, cfg, env in (variants if repeat % 2 == 0 else variants[::-1]):
             out = CACHE / f"{name.replace(' ', '_')}.npy"
-            result = run_child(code, {"ct": str(ct), "model": str(model), "out": str(out), **cfg}, env)
+            result = run_child(code, {**base, "out": str(out), **cfg}, env)
             runs[name].append(result)
+            if repeat == 0:
+                labels[name] = np.load(out)
             stages = ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items())
-            print(f"  round {repeat + 1} {name:>18}: {result['seconds']:6.1f} s, peak RSS {result['maxrss_mb']:6.0f} MB "
-                  f"({stages})" + (f"; {result['windows']} windows, computed {result['computed_fraction']:.0%} of the "
-                                   f"model grid, mixed voxels {result['mixed_voxel_fraction']:.2%}, {result['predictor']}"
-                                   if name == "medseg" else ""))
-            if name != "monai" and "monai" in runs and repeat == 0:
-                dice[name] = dice_per_class(np.load(CACHE / "monai.npy"), np.load(out), len(EDGES) + 1) \
-                    if (CACHE / "monai.npy").exists() and runs["monai"] else {}
-    summarise(runs, dice, args.repeats)
+            extra = (f"; {result['backend']}, {result['windows']} windows, start-up {result['startup']:.1f} s, "
+                     f"MONAI imported: {result['monai_imported']}" if "backend" in result else "")
+            print(f"  round {repeat + 1} {name:>18}: {result['seconds']:6.1f} s, process {result['process_seconds']:5.1f} s, "
+                  f"peak RSS {result['maxrss_mb']:6.0f} MB ({stages}){extra}")
+    summarise(runs, labels, n_classes, args.repeats)
     gpu_minutes(ct, model)
     return 0
 
 
-def summarise(runs: dict[str, list[dict]], dice: dict[str, dict[int, float]], repeats: int) -> None:
-    if "monai" not in runs:
-        return
-    a, b = np.load(CACHE / "monai.npy"), np.load(CACHE / "medseg.npy")
-    per_round = [m["seconds"] / r["seconds"] for m, r in zip(runs["medseg"], runs["monai"])]
+def _median_ratio(runs, name, base, key):
+    pairs = [(v[key], b[key]) for v, b in zip(runs[name], runs[base])]
+    ratios = [v / b for v, b in pairs]
+    return float(np.median(ratios)), ratios
+
+
+def summarise(runs: dict[str, list[dict]], labels: dict[str, np.ndarray], n_classes: int, repeats: int) -> None:
     peak = {k: max(r["maxrss_mb"] for r in v) for k, v in runs.items()}
-    print(f"time   medseg/monai = {np.median(per_round):.2f}x median of {repeats} rounds "
-          f"({', '.join(f'{r:.2f}' for r in per_round)}; target <= 0.6x)")
-    print(f"memory medseg/monai = {peak['medseg'] / peak['monai']:.2f}x ({peak['medseg']:.0f} MB vs "
-          f"{peak['monai']:.0f} MB peak RSS; target <= 0.5x)")
-    agreement = dice_per_class(a, b, len(EDGES) + 1)
-    print(f"agreement per class (Dice): min {min(agreement.values()):.4f} (target >= 0.99); "
-          + ", ".join(f"{c}:{d:.4f}" for c, d in agreement.items()))
-    print(f"identical voxels: {np.mean(a == b):.7f}")
-    for name, results in runs.items():
-        if name in ("monai", "medseg"):
-            continue
-        ratios = [v["seconds"] / m["seconds"] for v, m in zip(results, runs["medseg"])]
-        scores = dice.get(name) or {}
-        print(f"  {name:<18}: {np.median(ratios):.2f}x medseg's time (rounds {', '.join(f'{r:.2f}' for r in ratios)}), "
-              f"peak RSS {peak[name]:.0f} MB" + (f", min Dice vs MONAI {min(scores.values()):.4f}" if scores else ""))
+    ref = "medseg-torch" if "medseg-torch" in runs else "medseg"
+    print(f"\nmedians over {repeats} round(s); ratios taken within each round")
+    print(f"{'variant':<20} {'time/MONAI':>10} {'time/torch':>10} {'net/torch':>10} {'RSS MB':>8} {'RSS/torch':>9} "
+          f"{'minDice/torch':>13} {'minDice/MONAI':>13} {'same voxels':>11}")
+    for name in runs:
+        row = [f"{name:<20}"]
+        row.append(f"{_median_ratio(runs, name, 'monai', 'seconds')[0]:>9.3f}x" if "monai" in runs else f"{'-':>10}")
+        row.append(f"{_median_ratio(runs, name, ref, 'seconds')[0]:>9.3f}x" if name != "monai" else f"{'-':>10}")
+        row.append(f"{_median_ratio(runs, name, ref, 'network')[0]:>9.3f}x" if name != "monai" else f"{'-':>10}")
+        row.append(f"{peak[name]:>8.0f} {peak[name] / peak[ref]:>8.2f}x")
+        vs_ref = dice_per_class(labels[ref], labels[name], n_classes) if name != ref else {}
+        vs_monai = dice_per_class(labels["monai"], labels[name], n_classes) if "monai" in labels and name != "monai" else {}
+        row.append(f"{min(vs_ref.values()):>13.5f}" if vs_ref else f"{'-':>13}")
+        row.append(f"{min(vs_monai.values()):>13.5f}" if vs_monai else f"{'-':>13}")
+        row.append(f"{np.mean(labels[ref] == labels[name]):>11.7f}")
+        print(" ".join(row))
+    for name in runs:
+        if name.startswith("medseg-") and name != ref:
+            scores = dice_per_class(labels[ref], labels[name], n_classes)
+            print(f"  Dice per class {name} vs {ref}: " + ", ".join(f"{c}:{d:.5f}" for c, d in scores.items()))
+    if "medseg-auto" in runs:
+        net, net_rounds = _median_ratio(runs, "medseg-auto", ref, "network")
+        print(f"targets: auto network {net:.3f}x medseg-torch's (<= 0.35x; rounds "
+              f"{', '.join(f'{r:.3f}' for r in net_rounds)})", end="")
+        if "monai" in runs:
+            total, _ = _median_ratio(runs, "medseg-auto", "monai", "seconds")
+            print(f"; auto total {total:.3f}x plain MONAI's (<= 0.1x)", end="")
+        scores = dice_per_class(labels[ref], labels["medseg-auto"], n_classes)
+        print(f"; min Dice vs torch {min(scores.values()):.5f} (>= 0.999); peak RSS {peak['medseg-auto']:.0f} MB vs "
+              f"torch {peak[ref]:.0f} MB (<= 1x)")
+    if "medseg-auto-lazy" in runs:
+        lazy = [r["startup"] for r in runs["medseg-auto-lazy"]]
+        full = [r["startup"] for r in runs["medseg-auto"]]
+        print(f"start-up (imports + model, before segment): auto with a torch network {np.median(full):.2f} s, "
+              f"from the cached export only {np.median(lazy):.2f} s; process wall {np.median([r['process_seconds'] for r in runs['medseg-auto']]):.1f} "
+              f"vs {np.median([r['process_seconds'] for r in runs['medseg-auto-lazy']]):.1f} s; MONAI imported: "
+              f"{runs['medseg-auto'][0]['monai_imported']} vs {runs['medseg-auto-lazy'][0]['monai_imported']}")
 
 
 def gpu_minutes(ct: Path, model: Path) -> None:

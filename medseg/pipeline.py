@@ -166,6 +166,7 @@ def run_case(
     output: str | os.PathLike | None = None,
     series: str | int | None = None,
     device: str = "auto",
+    backend: str = "auto",
     tta: bool = False,
     overlap: float | None = None,
     roi_size: Sequence[int] | None = None,
@@ -197,8 +198,9 @@ def run_case(
         writes nothing.
     series : str or int, optional
         Which series when ``source`` holds several.
-    device, tta, overlap, roi_size, precision, crop, postprocess, uncertainty
-        As :func:`medseg.inference.segment`.
+    device, backend, tta, overlap, roi_size, precision, crop, postprocess, uncertainty
+        As :func:`medseg.inference.segment` (``backend``: ``"auto"``, ``"torch"``, ``"openvino"``
+        or ``"onnxruntime"``; see docs/backends.md).
     lesions : LesionOptions or bool
         ``True`` (default): lesions with :class:`LesionOptions` defaults when the model has a
         lesion class (found by name); ``False``: no lesions; options to choose the class, the
@@ -268,23 +270,24 @@ def run_case(
 
     t_model = time.perf_counter()
     report(progress, 0, 1, "load model")
-    loaded = resolve_model(model, trust_bundle=trust_bundle)
+    loaded = resolve_model(model, trust_bundle=trust_bundle, lazy=True)
     timings["load_model"] = time.perf_counter() - t_model
     lesion_value = None
     if lesion_options is not None:
         lesion_value = _lesion_value(loaded.labels, lesion_options.label, loaded.name)
         if lesion_value is None and lesion_options.label is not None:  # pragma: no cover - raised above
             raise AssertionError
-    result = segment(image, loaded, device=device, tta=tta, overlap=overlap, roi_size=roi_size,
+    result = segment(image, loaded, device=device, backend=backend, tta=tta, overlap=overlap, roi_size=roi_size,
                      precision=precision, crop=crop, uncertainty=uncertainty, postprocess=postprocess,
                      progress=progress, cancel=cancel)
+    timings["load_model"] += result.timings.get("backend", 0.0)  # export/compile, or the torch network built
     timings["model_space"] = result.timings["preprocess"]
     timings["network"] = result.timings["network"]
     timings["restore"] = result.timings["restore"]
     timings["cleanup"] = result.timings["postprocess"]
     labels = result.labels
     warnings = list(result.provenance.get("warnings", []))
-    notes: list[str] = []
+    notes: list[str] = list(result.provenance.get("notes", []))  # e.g. a back-end not used, and why
 
     instances = table = None
     t_lesions = time.perf_counter()
@@ -302,7 +305,7 @@ def run_case(
         table = lesion_table(instances, image=image, organs=labels, progress=progress, cancel=cancel)
     timings["lesions"] = time.perf_counter() - t_lesions
 
-    settings = {"device": device, "tta": bool(tta), "overlap": result.provenance.get("overlap"),
+    settings = {"device": device, "backend": backend, "tta": bool(tta), "overlap": result.provenance.get("overlap"),
                 "roi_size": result.provenance.get("roi_size"), "precision": result.provenance.get("precision"),
                 "crop": crop, "postprocess": bool(postprocess), "uncertainty": bool(uncertainty),
                 "lesions": None if lesion_options is None else {**asdict(lesion_options), "label": lesion_value}}

@@ -53,6 +53,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="'default', a medseg model folder, or a MONAI bundle folder/config (default: default)")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--backend", default=None, choices=("auto", "torch", "openvino", "onnxruntime"),
+                        help="what runs the network on the CPU: auto picks the fastest installed one that agrees "
+                             "with torch, measured once per model and machine (default: auto; see `medseg cache info`)")
     parser.add_argument("--tta", action="store_true", help="average over 8 mirrorings (8x slower, smoother)")
     parser.add_argument("--trust-bundle", action="store_true",
                         help="let a MONAI bundle run its own Python code (only for bundles you trust)")
@@ -97,7 +100,7 @@ def set_threads(args: argparse.Namespace) -> None:
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """run_case/segment keyword arguments from the parsed model options (given ones only)."""
     out: dict[str, Any] = {}
-    for name in ("model", "device", "overlap", "precision"):
+    for name in ("model", "device", "backend", "overlap", "precision"):
         if getattr(args, name, None) is not None:
             out[name] = getattr(args, name)
     if args.roi_size is not None:

@@ -56,11 +56,15 @@ class SegmentationResult:
         Normalised per-voxel entropy of the class probabilities (0 = certain, 1 = uniform),
         float32 on the input grid, when ``uncertainty=True``; for review ranking.
     timings : dict
-        Seconds per stage: ``preprocess`` (model space), ``inference`` (windows and the streamed
-        restore, which are interleaved), of which ``network`` (windows, blending, softmax) and
-        ``restore`` (labels on the input grid), ``postprocess`` (clean-up), ``total``.
+        Seconds per stage: ``preprocess`` (model space), ``inference`` (back-end set-up, windows and
+        the streamed restore, which are interleaved), of which ``backend`` (export or cached export
+        loaded and compiled; see :mod:`medseg.inference.backends`), ``network`` (windows, blending,
+        softmax; on a back-end's first use also its agreement check and timing) and ``restore``
+        (labels on the input grid), ``postprocess`` (clean-up), ``total``.
     provenance : dict
-        Plain data: model(s), device, precision, windows, model grid, crop box, versions.
+        Plain data: model(s), device, precision, back-end (``backend``: asked, used, how it was
+        chosen, agreement with torch, exports), windows, model grid, crop box, versions; ``notes``:
+        what the user may want to know (a back-end not used, and why).
     """
 
     labels: Volume
@@ -101,8 +105,8 @@ def tune_malloc() -> bool:
     return _MALLOC_TUNED
 
 
-def segment(volume: Volume, model: Any = "default", *, device: str = "auto", tta: bool = False,
-            overlap: float | None = None, roi_size: Sequence[int] | None = None,
+def segment(volume: Volume, model: Any = "default", *, device: str = "auto", backend: str = "auto",
+            tta: bool = False, overlap: float | None = None, roi_size: Sequence[int] | None = None,
             sw_batch_size: int | None = None, precision: str = "auto", crop: bool | None = None,
             uncertainty: bool = False, postprocess: bool = True, progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None) -> SegmentationResult:
@@ -116,6 +120,11 @@ def segment(volume: Volume, model: Any = "default", *, device: str = "auto", tta
         Anything :func:`medseg.models.resolve_model` accepts (bundles in safe mode).
     device : str
         ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    backend : str
+        What runs the network on the CPU: ``"auto"`` (the fastest installed back-end that agrees
+        with torch, measured on the first windows and remembered for this model and machine; torch
+        on CUDA), ``"torch"``, ``"openvino"`` or ``"onnxruntime"`` (exported once, cached; see
+        :mod:`medseg.inference.backends`).
     tta : bool
         Average over the 8 mirrorings of every window (8x the network time).
     overlap : float, optional
@@ -126,8 +135,8 @@ def segment(volume: Volume, model: Any = "default", *, device: str = "auto", tta
         Windows per forward pass (default: the model's, else measured: up to 4 as memory allows;
         see :mod:`medseg.inference.predictor`).
     precision : str
-        ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"`` (autocast; on CPU
-        only worth it where it was measured to agree), ``"fp16"`` (CUDA).
+        ``"auto"`` (fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"`` (torch autocast or
+        OpenVINO's bf16; on CPU only worth it where it was measured to agree), ``"fp16"`` (CUDA).
     crop : bool, optional
         Compute only the foreground box (default: the model's ``crop_foreground``).
     uncertainty : bool
@@ -144,14 +153,16 @@ def segment(volume: Volume, model: Any = "default", *, device: str = "auto", tta
     InputError
         The volume is too small for the model's window.
     ModelError, MedsegError
-        The model cannot be used, or the device is not available.
+        The model cannot be used, the device is not available, or the back-end asked for is not
+        installed, cannot export the model or disagrees with torch on it.
     """
-    return segment_ensemble(volume, [model], device=device, tta=tta, overlap=overlap, roi_size=roi_size,
-                            sw_batch_size=sw_batch_size, precision=precision, crop=crop,
+    return segment_ensemble(volume, [model], device=device, backend=backend, tta=tta, overlap=overlap,
+                            roi_size=roi_size, sw_batch_size=sw_batch_size, precision=precision, crop=crop,
                             uncertainty=uncertainty, postprocess=postprocess, progress=progress, cancel=cancel)
 
 
-def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "auto", tta: bool = False,
+def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "auto", backend: str = "auto",
+                     tta: bool = False,
                      overlap: float | None = None, roi_size: Sequence[int] | None = None,
                      sw_batch_size: int | None = None, precision: str = "auto", crop: bool | None = None,
                      uncertainty: bool = False, postprocess: bool = True,
@@ -161,13 +172,15 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
 
     The models must share classes, orientation and spacing (e.g. the folds of one training);
     each gets its own intensity normalisation. Window size, overlap and blending come from the
-    first model. Other parameters as :func:`segment`.
+    first model. All models run on the same back-end. Other parameters as :func:`segment`.
     """
     import torch
 
+    from medseg.inference.backends import select
+
     t_start = time.perf_counter()
     tuned = tune_malloc()
-    models = [resolve_model(m) for m in models]
+    models = [resolve_model(m, lazy=True) for m in models]
     if not models:
         raise ValueError("segment_ensemble needs at least one model")
     first = models[0]
@@ -207,10 +220,13 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
 
     plan = plan_windows(grid.box_shape, roi, overlap)
     restorer = LabelRestorer(grid, first.labels.values, entropy=uncertainty)
-    networks = [m.network.to(torch_device).eval() for m in models]
+    report(progress, 0, 1, f"inference: preparing the {backend} back-end")
+    selection = select(models, backend=backend, device=torch_device, precision=precision, roi=roi,
+                       where=first.path or first.name, windows=len(plan))
+    t_ready = time.perf_counter()
     asked = sw_batch_size or first.sw_batch_size
-    predictor = Predictor(networks, torch_device, tta=tta, precision=precision, n_classes=len(first.labels),
-                          batch_size=asked, where=first.path or first.name)
+    predictor = Predictor(selection, tta=tta, n_classes=len(first.labels), batch_size=asked,
+                          where=first.path or first.name)
     try:
         with torch.inference_mode():
             for z_start, slab in sliding_window_slabs(
@@ -223,9 +239,7 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
             restorer.finish()
             t_restore += time.perf_counter() - t_add
     finally:
-        predictor.restore_layout()
-        for net in networks:
-            net.to("cpu")  # models stay reusable (napari, batch) and GPU memory is returned
+        selection.close()  # torch networks back to the CPU and their layout: models stay reusable
     t_inf = time.perf_counter()
 
     label_array, post = restorer.labels, {}
@@ -237,12 +251,14 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
     labels = volume.with_array(label_array, modality="SEG", label_set=first.labels)
     entropy = volume.with_array(restorer.entropy, modality="") if uncertainty else None
     t_end = time.perf_counter()
-    timings = {"preprocess": t_pre - t_start, "inference": t_inf - t_pre, "network": t_inf - t_pre - t_restore,
-               "restore": t_restore, "postprocess": t_end - t_inf, "total": t_end - t_start}
+    timings = {"preprocess": t_pre - t_start, "inference": t_inf - t_pre, "backend": t_ready - t_pre,
+               "network": t_inf - t_ready - t_restore, "restore": t_restore, "postprocess": t_end - t_inf,
+               "total": t_end - t_start}
     provenance = {
         "models": [m.describe() for m in models],
         "device": str(torch_device), "precision": precision, "tta": bool(tta), "overlap": overlap,
         "roi_size": list(roi), "windows": len(plan), "torch_threads": torch.get_num_threads(),
+        "backend": selection.describe(), "notes": list(selection.notes),
         "sw_batch_size": predictor.batch_size, "predictor": predictor.decisions,
         "malloc_tuned": tuned, "input": volume.describe(), **grid.describe(),
         "computed_fraction": preprocess.box_fraction(box, grid.shape),
@@ -327,9 +343,16 @@ def _check_compatible(models: Sequence[SegmentationModel]) -> None:
 
 
 def _versions() -> dict[str, str]:
-    import monai
-    import torch
+    # From package metadata: importing MONAI only for its version costs ~3.5 s of start-up, and a
+    # run on a cached export needs nothing else from it.
+    from importlib import metadata
 
     from medseg import __version__
 
-    return {"medseg": __version__, "torch": torch.__version__, "monai": monai.__version__}
+    out = {"medseg": __version__}
+    for name in ("torch", "monai"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = ""
+    return out

@@ -26,7 +26,7 @@ from medseg.errors import ModelError
 from medseg.models.spec import ModelSpec
 
 __all__ = ["SPEC_FILE", "LoadedModel", "save_model", "load_model", "read_spec", "sha256_file",
-           "is_model_folder"]
+           "is_model_folder", "check_weights"]
 
 SPEC_FILE = "medseg-model.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -124,6 +124,20 @@ def load_state_into(network: Any, state: dict, where: str | os.PathLike) -> None
     network.load_state_dict(cast, strict=True)
 
 
+def check_weights(folder: str | os.PathLike, weights: dict, *, verify_sha256: bool = True) -> tuple[Path, str]:
+    """The weights file of a model folder and its sha256, checked against the spec's (no torch)."""
+    folder = Path(folder)
+    weights_path = folder / str(weights["file"])
+    if not weights_path.is_file():
+        raise ModelError(weights_path, "is missing", "copy the complete model folder")
+    digest = sha256_file(weights_path)
+    expected = str(weights.get("sha256", ""))
+    if verify_sha256 and expected and digest != expected:
+        raise ModelError(weights_path, f"sha256 {digest[:12]}... does not match the spec's {expected[:12]}...",
+                         "the weights file is corrupt or was replaced; copy the model folder again")
+    return weights_path, digest
+
+
 def load_model(folder: str | os.PathLike, *, verify_sha256: bool = True) -> LoadedModel:
     """Load a medseg model folder: spec, sha256 check, shape check, weights.
 
@@ -137,14 +151,7 @@ def load_model(folder: str | os.PathLike, *, verify_sha256: bool = True) -> Load
 
     folder = Path(folder)
     spec, weights = read_spec(folder)
-    weights_path = folder / str(weights["file"])
-    if not weights_path.is_file():
-        raise ModelError(weights_path, "is missing", "copy the complete model folder")
-    digest = sha256_file(weights_path)
-    expected = str(weights.get("sha256", ""))
-    if verify_sha256 and expected and digest != expected:
-        raise ModelError(weights_path, f"sha256 {digest[:12]}... does not match the spec's {expected[:12]}...",
-                         "the weights file is corrupt or was replaced; copy the model folder again")
+    weights_path, digest = check_weights(folder, weights, verify_sha256=verify_sha256)
     state = _state_dict_from_file(weights_path)
     try:
         network = build_network(spec.network, spec.out_channels)
