@@ -3,6 +3,9 @@ bundle's code runs only with trust.
 
 No weights can be downloaded: each test builds the bundle's network from the safely parsed
 config and saves its (seeded random) ``state_dict`` where the bundle's CheckpointLoader looks.
+Every test also runs on bundles generated here (``conftest.write_monai_bundle``: MONAI's
+``init_bundle`` filled in with the layout and config features of each zoo bundle), on a region
+of the shipped phantom, so the loader is tested without ../shared/data too.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import GENERATED_BUNDLES, real_and_generated, write_monai_bundle
 
 from medseg.errors import ModelError
 from medseg.inference import segment
@@ -23,8 +27,6 @@ from medseg.models.bundle import _read_data, _Translation, find_config
 from medseg.models.bundle_config import SafeConfig
 from medseg.models.networks import build_network
 
-pytestmark = pytest.mark.shared_data
-
 BUNDLES = {  # name: (weights file, window used in the test: the bundle's own where it is cheap)
     "spleen_ct_segmentation": ("model.pt", None),
     "swin_unetr_btcv_segmentation": ("model.pt", (64, 64, 64)),
@@ -33,9 +35,18 @@ BUNDLES = {  # name: (weights file, window used in the test: the bundle's own wh
 }
 
 
-def copy_bundle(shared_data: Path, name: str, tmp_path: Path) -> Path:
+#: Which generated bundle stands for which zoo bundle (conftest.GENERATED_BUNDLES).
+GENERATED_FOR = {zoo: arch for arch, (_, zoo, _, _) in GENERATED_BUNDLES.items()}
+SOURCES = real_and_generated("real", "generated")
+
+
+def copy_bundle(shared_data: Path, name: str, tmp_path: Path, source: str = "real") -> Path:
+    """The zoo bundle ``name`` (real) or the generated bundle that mirrors it, in ``tmp_path``."""
     dst = tmp_path / name
-    shutil.copytree(shared_data / "monai_bundles" / name, dst)
+    if source == "real":
+        shutil.copytree(shared_data / "monai_bundles" / name, dst)
+    else:
+        write_monai_bundle(dst, GENERATED_FOR[name])
     return dst
 
 
@@ -53,19 +64,37 @@ def add_weights(bundle: Path, file: str = "model.pt", seed: int = 0) -> torch.nn
 
 
 @pytest.fixture(scope="module")
-def small_ct(shared_data):
-    """A real CT region (90 x 90 x 60 mm of the abdomen in example_ct_sm): one window for every
-    bundle, so even SwinUNETR (feature size 48) and the 105-class SegResNet run in seconds."""
-    ct = load_volume(shared_data / "totalsegmentator" / "example_ct_sm.nii.gz")
-    return ct.crop((slice(45, 75), slice(35, 65), slice(5, 25)))
+def small_ct(shared_data, phantom_ct):
+    """A CT region of 90 x 90 x 60 mm of the abdomen: one window for every bundle, so even
+    SwinUNETR (feature size 48) and the 105-class SegResNet run in seconds. ``small_ct("real")``
+    is cut from example_ct_sm, ``small_ct("generated")`` from the phantom's liver."""
+    def region(source: str = "real"):
+        if source == "real":
+            ct = load_volume(shared_data / "totalsegmentator" / "example_ct_sm.nii.gz")
+            return ct.crop((slice(45, 75), slice(35, 65), slice(5, 25)))
+        return phantom_ct.crop((slice(45, 90), slice(60, 105), slice(40, 60)))
+
+    return region
 
 
-@pytest.mark.parametrize("name", list(BUNDLES))
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith(("swin", "wholeBody")) else n
+                                  for n in BUNDLES])
 def test_real_bundle_configs_load_and_run_in_safe_mode(name, shared_data, tmp_path, small_ct):
-    bundle = copy_bundle(shared_data, name, tmp_path)
+    weights, roi = BUNDLES[name]
+    check_loads_and_runs(copy_bundle(shared_data, name, tmp_path), weights, roi, small_ct("real"))
+
+
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a == "swinunetr" else a
+                                  for a in GENERATED_BUNDLES])
+def test_generated_bundles_load_and_run_in_safe_mode(arch, tmp_path, small_ct):
+    weights = GENERATED_BUNDLES[arch][2]
+    check_loads_and_runs(write_monai_bundle(tmp_path / arch, arch), weights, (64, 64, 32), small_ct("generated"))
+
+
+def check_loads_and_runs(bundle: Path, weights: str, roi, small_ct) -> None:
     with pytest.raises(ModelError, match="is missing: the bundle has no weights.*large_files"):
         resolve_model(bundle)
-    weights, roi = BUNDLES[name]
     add_weights(bundle, weights)
     model = resolve_model(bundle)
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
@@ -76,6 +105,7 @@ def test_real_bundle_configs_load_and_run_in_safe_mode(name, shared_data, tmp_pa
     assert set(np.unique(result.labels.array)) <= set(model.labels.values)
 
 
+@pytest.mark.shared_data
 def test_what_safe_mode_reads_from_the_real_configs(shared_data, tmp_path):
     spleen = copy_bundle(shared_data, "spleen_ct_segmentation", tmp_path)
     add_weights(spleen)
@@ -107,16 +137,56 @@ def test_what_safe_mode_reads_from_the_real_configs(shared_data, tmp_path):
     assert any("img_size" in note for note in translation.notes)
 
 
-def test_pediatric_bundle_needs_its_scripts_only_when_trusted(shared_data, tmp_path):
-    bundle = copy_bundle(shared_data, "pediatric_abdominal_ct_segmentation", tmp_path)
+def test_what_safe_mode_reads_from_the_generated_configs(tmp_path):
+    """The same translation as from the zoo configs, on bundles whose values this test chose."""
+    unet = write_monai_bundle(tmp_path / "unet", "unet")
+    add_weights(unet)
+    model = resolve_model(unet)
+    pre = model.preprocessing
+    assert (pre.orientation, pre.spacing_mm, pre.roi_size, pre.overlap) == ("RAS", (1.5, 1.5, 2.0), (96, 96, 96), 0.5)
+    intensity = pre.intensity
+    assert (intensity.kind, intensity.a_min, intensity.a_max, intensity.clip) == ("window", -57, 164, True)
+    assert model.labels.names == ("background", "spleen") and model.blend_mode == "constant"
+    assert model.version == "0.3.1" and model.name == "generated UNet bundle"
+    # segresnet: "$[1.5, 1.5, 1.5] if @displayable_configs#highres else [3.0, 3.0, 3.0]" is data.
+    seg = write_monai_bundle(tmp_path / "segresnet", "segresnet")
+    add_weights(seg)
+    model = resolve_model(seg)
+    assert model.preprocessing.spacing_mm == (1.5, 1.5, 1.5) and model.blend_mode == "gaussian"
+    assert model.preprocessing.overlap == 0.25
+    intensity = model.preprocessing.intensity
+    assert (intensity.kind, intensity.zscore_over, intensity.rescale_to) == ("zscore", "nonzero", (-1.0, 1.0))
+    assert len(model.labels) == 7 and model.labels.name_of(5) == "liver" and model.padding_mode == "replicate"
+    # dynunet (YAML): "$len(@spatial_size)" is data; CropForegroundd keeps voxels above HU -250;
+    # the class names come from the config's "labels", the weights from its CheckpointLoader path.
+    dyn = write_monai_bundle(tmp_path / "dynunet", "dynunet")
+    add_weights(dyn, "dynunet_FT.pt")
+    model = resolve_model(dyn)
+    assert model.preprocessing.spacing_mm == (1.5, 1.5, 3.0) and model.preprocessing.foreground_threshold == -250.0
+    assert model.labels.names == ("background", "liver", "spleen", "pancreas")
+    assert model.provenance["weights"].endswith("dynunet_FT.pt")
+    # swinunetr: img_size no longer exists in this MONAI; dropped with a note.
+    _, config_file = find_config(write_monai_bundle(tmp_path / "swin", "swinunetr"))
+    translation = _Translation(SafeConfig(_read_data(config_file), config_file), {}, str(config_file))
+    net_spec, out_channels = translation.network()
+    assert net_spec.arch == "swinunetr" and out_channels == 5 and "img_size" not in net_spec.kwargs
+    assert any("img_size" in note for note in translation.notes)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_pediatric_bundle_needs_its_scripts_only_when_trusted(shared_data, tmp_path, source):
+    bundle = copy_bundle(shared_data, "pediatric_abdominal_ct_segmentation", tmp_path, source)
     add_weights(bundle, "dynunet_FT.pt")
     assert resolve_model(bundle).source == "monai-bundle"  # safe mode never imports scripts
     with pytest.raises(ModelError, match=r"scripts: is missing: the bundle's configs import scripts\.monai_utils"):
         resolve_model(bundle, trust_bundle=True)
 
 
-def test_trusted_mode_builds_the_bundle_network_with_monai(shared_data, tmp_path, small_ct):
-    bundle = copy_bundle(shared_data, "spleen_ct_segmentation", tmp_path)
+@pytest.mark.slow
+@pytest.mark.parametrize("source", SOURCES)
+def test_trusted_mode_builds_the_bundle_network_with_monai(shared_data, tmp_path, small_ct, source):
+    small_ct = small_ct(source)
+    bundle = copy_bundle(shared_data, "spleen_ct_segmentation", tmp_path, source)
     reference = add_weights(bundle)
     model = resolve_model(bundle, trust_bundle=True)
     assert model.source == "monai-bundle-trusted"
@@ -141,8 +211,9 @@ def _write_config(bundle: Path, config: dict) -> None:
     ("preprocessing#transforms#3#pixdim", "$__builtins__", r"the name '__builtins__'"),
     ("preprocessing#transforms#3#pixdim", "$().__class__.__base__", r"attribute access"),
 ])
-def test_safe_mode_runs_nothing_and_says_why(shared_data, tmp_path, where, payload, expected):
-    bundle = copy_bundle(shared_data, "spleen_ct_segmentation", tmp_path)
+@pytest.mark.parametrize("source", SOURCES)
+def test_safe_mode_runs_nothing_and_says_why(shared_data, tmp_path, where, payload, expected, source):
+    bundle = copy_bundle(shared_data, "spleen_ct_segmentation", tmp_path, source)
     add_weights(bundle)
     marker = tmp_path / "pwned"
     config = json.loads((bundle / "configs" / "inference.json").read_text())
@@ -157,8 +228,9 @@ def test_safe_mode_runs_nothing_and_says_why(shared_data, tmp_path, where, paylo
     assert not marker.exists()
 
 
-def test_trust_is_what_lets_bundle_code_run(shared_data, tmp_path):
-    bundle = copy_bundle(shared_data, "spleen_ct_segmentation", tmp_path)
+@pytest.mark.parametrize("source", SOURCES)
+def test_trust_is_what_lets_bundle_code_run(shared_data, tmp_path, source):
+    bundle = copy_bundle(shared_data, "spleen_ct_segmentation", tmp_path, source)
     add_weights(bundle)
     marker = tmp_path / "ran"
     config = json.loads((bundle / "configs" / "inference.json").read_text())
@@ -171,13 +243,14 @@ def test_trust_is_what_lets_bundle_code_run(shared_data, tmp_path):
     assert marker.exists()
 
 
-def test_bundle_problems_are_one_clear_line(shared_data, tmp_path):
-    bundle = copy_bundle(shared_data, "spleen_ct_segmentation", tmp_path)
+@pytest.mark.parametrize("source", SOURCES)
+def test_bundle_problems_are_one_clear_line(shared_data, tmp_path, source):
+    bundle = copy_bundle(shared_data, "spleen_ct_segmentation", tmp_path, source)
     (bundle / "configs" / "inference.json").unlink()
     with pytest.raises(ModelError, match=r"configs: has no inference config \(inference.json or inference.yaml\)"):
         resolve_model(bundle)
 
-    bundle = copy_bundle(shared_data, "spleen_ct_segmentation", tmp_path / "b")
+    bundle = copy_bundle(shared_data, "spleen_ct_segmentation", tmp_path / "b", source)
     (bundle / "models").mkdir()
     torch.save({"model": {"conv.weight": torch.zeros(3)}}, bundle / "models" / "model.pt")
     with pytest.raises(ModelError, match="weights do not fit the network"):
@@ -191,8 +264,9 @@ def test_bundle_problems_are_one_clear_line(shared_data, tmp_path):
         resolve_model(bundle)
 
 
-def test_state_dict_wrapped_or_from_dataparallel_is_accepted(shared_data, tmp_path):
-    bundle = copy_bundle(shared_data, "spleen_ct_segmentation", tmp_path)
+@pytest.mark.parametrize("source", SOURCES)
+def test_state_dict_wrapped_or_from_dataparallel_is_accepted(shared_data, tmp_path, source):
+    bundle = copy_bundle(shared_data, "spleen_ct_segmentation", tmp_path, source)
     net = add_weights(bundle)
     wrapped = {"model": {f"module.{k}": v for k, v in net.state_dict().items()}}
     torch.save(wrapped, bundle / "models" / "model.pt")

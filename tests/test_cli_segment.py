@@ -1,5 +1,10 @@
 """``medseg segment``: outputs on the input's exact grid, and one clear line for every bad input
-with nothing written."""
+with nothing written.
+
+Each test runs on real inputs (an MR NIfTI stored LPS, a JPEG 2000 CT series, a zoo bundle
+config) and on generated ones (the shipped phantom's NIfTI and RLE DICOM series, a bundle made by
+``conftest.write_monai_bundle``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import DATA_KINDS, SAMPLE, write_monai_bundle
 
 from medseg.cli.main import main
 from medseg.io import load_volume, save_volume
@@ -20,7 +26,12 @@ from medseg.models.networks import build_network, default_network
 from medseg.models.spec import ModelSpec, Preprocessing
 from medseg.models.store import save_model
 
-pytestmark = pytest.mark.shared_data
+TS = "totalsegmentator"
+#: Per kind of input: image file (and how the CLI reports it), DICOM series folder (and its report).
+INPUTS = {
+    "real": (f"{TS}/example_mr_sm.nii.gz", "117x91x20 LPS", f"{TS}/example_ct_dicom", "512x512x20 LPS"),
+    "phantom": (SAMPLE / "ct.nii.gz", "200x170x70 LPS", SAMPLE / "ct_dicom", "200x170x70 LPS"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +43,22 @@ def model_folder(tmp_path_factory):
     return save_model(spec, build_network(spec.network, 3), tmp_path_factory.mktemp("m") / "cli-tiny")
 
 
+@pytest.fixture(scope="module", params=DATA_KINDS)
+def kind(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def ct_path(shared_data):
-    return shared_data / "totalsegmentator" / "example_mr_sm.nii.gz"  # LPS storage, 117x91x20
+def ct_path(kind, shared_data):
+    return shared_data / INPUTS[kind][0]  # an absolute path (the phantom's) stays itself
 
 
-def test_writes_labels_on_the_input_grid(ct_path, model_folder, tmp_path, capsys):
+def test_writes_labels_on_the_input_grid(kind, ct_path, model_folder, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["segment", str(ct_path), "-o", str(out), "--model", str(model_folder), "--device", "cpu",
                  "--uncertainty", "--quiet"]) == 0
     stdout = capsys.readouterr().out
-    assert stdout.startswith("segmented 117x91x20 LPS in ") and f"-> {out}" in stdout.splitlines()[0]
+    assert stdout.startswith(f"segmented {INPUTS[kind][1]} in ") and f"-> {out}" in stdout.splitlines()[0]
     source, labels = nib.load(str(ct_path)), nib.load(str(out / "labels.nii.gz"))
     assert labels.shape == source.shape and np.array_equal(labels.affine, source.affine)
     assert labels.get_data_dtype() == np.uint8
@@ -51,17 +67,18 @@ def test_writes_labels_on_the_input_grid(ct_path, model_folder, tmp_path, capsys
     assert uncertainty.shape == source.shape and np.array_equal(uncertainty.affine, source.affine)
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["model"]["name"] == "cli-tiny" and provenance["inference"]["device"] == "cpu"
-    assert sorted(p.name for p in out.iterdir()) == ["case.json", "labels.json", "labels.nii.gz", "provenance.json",
-                                                     "uncertainty.nii.gz"]
+    # The case folder: labels with their names and colour tables (3D Slicer, ITK-SNAP), provenance.
+    assert sorted(p.name for p in out.iterdir()) == ["case.json", "labels.ctbl", "labels.itksnap.txt", "labels.json",
+                                                     "labels.nii.gz", "provenance.json", "uncertainty.nii.gz"]
 
 
-def test_dicom_series_in_and_labels_match_it(shared_data, model_folder, tmp_path, capsys):
-    series = shared_data / "totalsegmentator" / "example_ct_dicom"
+def test_dicom_series_in_and_labels_match_it(kind, shared_data, model_folder, tmp_path, capsys):
+    series = shared_data / INPUTS[kind][2]
     out = tmp_path / "seg"
     assert main(["segment", str(series), "-o", str(out), "--model", str(model_folder), "--quiet"]) == 0
     labels, volume = load_volume(out / "labels.nii.gz"), load_volume(series)
     assert labels.shape == volume.shape and np.allclose(labels.affine, volume.affine, atol=1e-6)
-    assert "segmented 512x512x20 LPS" in capsys.readouterr().out
+    assert f"segmented {INPUTS[kind][3]}" in capsys.readouterr().out
 
 
 def _broken_folder(model_folder, tmp_path, kind: str):
@@ -89,7 +106,7 @@ def _broken_folder(model_folder, tmp_path, kind: str):
     ("no-input", "does not exist"),
     ("inside-input", "lies inside the input"),
 ])
-def test_bad_input_is_one_line_and_nothing_is_written(case, expected, shared_data, ct_path, model_folder,
+def test_bad_input_is_one_line_and_nothing_is_written(case, expected, kind, shared_data, ct_path, model_folder,
                                                         tmp_path, capsys, monkeypatch):
     if case == "cuda":  # on a GPU machine too: the answer where CUDA is missing
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -99,7 +116,10 @@ def test_bad_input_is_one_line_and_nothing_is_written(case, expected, shared_dat
         model = str(_broken_folder(model_folder, tmp_path, case))
     elif case == "no-inference-config":
         bundle = tmp_path / "bundle"
-        shutil.copytree(shared_data / "monai_bundles" / "spleen_ct_segmentation", bundle)
+        if kind == "real":
+            shutil.copytree(shared_data / "monai_bundles" / "spleen_ct_segmentation", bundle)
+        else:
+            write_monai_bundle(bundle, "unet")
         (bundle / "configs" / "inference.json").unlink()
         model = str(bundle)
     elif case == "too-small":
@@ -111,7 +131,7 @@ def test_bad_input_is_one_line_and_nothing_is_written(case, expected, shared_dat
         source = str(tmp_path / "absent.nii.gz")
     elif case == "inside-input":
         folder = tmp_path / "dicom"
-        shutil.copytree(shared_data / "totalsegmentator" / "example_ct_dicom", folder)
+        shutil.copytree(shared_data / INPUTS[kind][2], folder)
         source, out = str(folder), folder / "results"
     code = main(["segment", source, "-o", str(out), "--model", model, "--quiet", *extra])
     err = capsys.readouterr().err.strip()
@@ -123,7 +143,7 @@ def test_bad_input_is_one_line_and_nothing_is_written(case, expected, shared_dat
 def test_help_and_one_line_errors_from_the_real_command(tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "medseg.cli.main", "segment", "--help"],
                                capture_output=True, text=True, check=True).stdout
-    for option in ("--model", "--device", "--tta", "--trust-bundle", "-o OUTDIR"):
+    for option in ("--model", "--device", "--tta", "--trust-bundle", "-o CASE"):
         assert option in help_text
     proc = subprocess.run([sys.executable, "-m", "medseg.cli.main", "segment", str(tmp_path / "none.nii.gz"),
                            "-o", str(tmp_path / "o")], capture_output=True, text=True, check=False)

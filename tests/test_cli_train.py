@@ -1,4 +1,5 @@
-"""``medseg train`` from the command line: a tiny real run, and bad input as one-line errors."""
+"""``medseg train`` from the command line: a tiny run (on real CT slabs, and on phantom slabs), and bad
+input as one-line errors."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_real_ct_pairs
+from conftest import DATA_KINDS, write_phantom_ct_pairs, write_real_ct_pairs
 
 from medseg.cli.main import main
 
@@ -20,12 +21,17 @@ def _write(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     nib.save(nib.Nifti1Image(array, affine), str(path))
 
 
-@pytest.fixture(scope="module")
-def real_pairs(shared_data, tmp_path_factory) -> Path:
-    """Two slabs of the real 3 mm CT with liver and spleen labels, as image/label pairs."""
-    return write_real_ct_pairs(shared_data, tmp_path_factory.mktemp("cli_pairs"), {5: 1, 1: 2},
-                               {1: "liver", 2: "spleen"}, {"a": 64, "b": 76}, i0=10, j0=10, size_ij=(100, 80),
-                               depth=20)
+@pytest.fixture(scope="module", params=DATA_KINDS)
+def ct_pairs(request, shared_data, tmp_path_factory) -> Path:
+    """Two slabs (300 x 240 x 60 mm) of a CT with liver and spleen labels, as image/label pairs: the
+    real 3 mm CT, or the phantom (2 x 2 x 3 mm, organ values 1 and 2)."""
+    out = tmp_path_factory.mktemp("cli_pairs")
+    names = {1: "liver", 2: "spleen"}
+    if request.param == "real":
+        return write_real_ct_pairs(shared_data, out, {5: 1, 1: 2}, names, {"a": 64, "b": 76}, i0=10, j0=10,
+                                   size_ij=(100, 80), depth=20)
+    return write_phantom_ct_pairs(out, {1: 1, 2: 2}, names, {"a": 34, "b": 46}, i0=25, j0=20,
+                                  size_ij=(150, 120), depth=20)
 
 
 def test_help_lists_the_options_without_importing_torch():
@@ -38,10 +44,10 @@ def test_help_lists_the_options_without_importing_torch():
     assert "corrected" in out and out.strip().endswith("NO-TORCH")
 
 
-@pytest.mark.shared_data
-def test_cli_trains_on_real_pairs_and_resumes(real_pairs, tmp_path, capsys):
+@pytest.mark.slow
+def test_cli_trains_on_image_label_pairs_and_resumes(ct_pairs, tmp_path, capsys):
     out = tmp_path / "model"
-    args = ["train", str(real_pairs), "-o", str(out), "--size", "tiny", "--roi", "32", "--spacing", "6",
+    args = ["train", str(ct_pairs), "-o", str(out), "--size", "tiny", "--roi", "32", "--spacing", "6",
             "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "1", "--val-fraction", "0.5", "--quiet"]
     assert main(args) == 0
     text = capsys.readouterr().out
@@ -69,8 +75,7 @@ def test_empty_data_folder_is_one_line(tmp_path, capsys):
     assert "holds no training cases" in err
 
 
-@pytest.mark.shared_data
-def test_bad_inputs_are_one_line_errors(real_pairs, tmp_path, capsys):
+def test_bad_inputs_are_one_line_errors(ct_pairs, tmp_path, capsys):
     import shutil
 
     import nibabel as nib
@@ -79,12 +84,12 @@ def test_bad_inputs_are_one_line_errors(real_pairs, tmp_path, capsys):
             "--steps-per-epoch", "1", "--quiet"]
     # An image without a label map.
     orphan = tmp_path / "orphan"
-    shutil.copytree(real_pairs, orphan)
+    shutil.copytree(ct_pairs, orphan)
     (orphan / "b_label.nii.gz").unlink()
     assert "b_image.nii.gz: 1 image(s) have no label map (b)" in _one_line_error(["train", str(orphan), *base], capsys)
     # A label map on another grid than its image: the error names both files.
     shifted = tmp_path / "shifted"
-    shutil.copytree(real_pairs, shifted)
+    shutil.copytree(ct_pairs, shifted)
     img = nib.load(str(shifted / "a_label.nii.gz"))
     affine = img.affine.copy()
     affine[2, 3] += 15.0
@@ -93,10 +98,10 @@ def test_bad_inputs_are_one_line_errors(real_pairs, tmp_path, capsys):
     assert "a_label.nii.gz: is on another grid than its image" in err and "a_image.nii.gz" in err
     # Label values that have no name.
     unnamed = tmp_path / "unnamed"
-    shutil.copytree(real_pairs, unnamed)
+    shutil.copytree(ct_pairs, unnamed)
     (unnamed / "labels.json").write_text('{"1": "liver"}')
     err = _one_line_error(["train", str(unnamed), *base], capsys)
     assert "has label values [2] that have no class name" in err
     # An option out of range.
-    err = _one_line_error(["train", str(real_pairs), *base, "--val-fraction", "1.5"], capsys)
+    err = _one_line_error(["train", str(ct_pairs), *base, "--val-fraction", "1.5"], capsys)
     assert "val_fraction must be in [0, 1)" in err

@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from conftest import ALL_AXCODES
 
 from medseg.errors import CancelledError, InputError
 from medseg.io import load_volume
@@ -81,6 +82,29 @@ def test_pixel_matrix_spacing_order_and_positions(tmp_path):
         hu = ds.pixel_array.astype(np.int32) * int(ds.RescaleSlope) + int(ds.RescaleIntercept)
         np.testing.assert_array_equal(hu, vol.array[:, :, k].T)
         assert float(ds.SliceThickness) == float(ds.SpacingBetweenSlices) == 2.5
+
+
+@pytest.mark.parametrize("axcodes", ALL_AXCODES)
+def test_header_geometry_in_every_orientation(oriented_series, small_phantom, axcodes):
+    """Every storage order of the phantom (axial, coronal, sagittal; k along or against the slice
+    normal): each file's plane, position, spacing and pixel matrix, read with pydicom alone."""
+    vol = small_phantom.ct.reoriented(axcodes)
+    files = sorted(oriented_series(axcodes).iterdir())
+    assert len(files) == vol.shape[2]
+    direction = vol.direction_lps
+    normal = np.cross(direction[:, 0], direction[:, 1])
+    for k, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        assert ds.InstanceNumber == k + 1 and (ds.Rows, ds.Columns) == (vol.shape[1], vol.shape[0])
+        np.testing.assert_allclose([float(v) for v in ds.ImageOrientationPatient],
+                                   np.concatenate([direction[:, 0], direction[:, 1]]), atol=1e-12)
+        position = vol.affine_lps[:3, :3] @ [0, 0, k] + vol.origin_lps
+        np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient], position, atol=1e-9)
+        assert float(ds.SliceLocation) == pytest.approx(position @ normal, abs=1e-9)
+        assert [float(v) for v in ds.PixelSpacing] == [vol.spacing[1], vol.spacing[0]]
+        assert float(ds.SliceThickness) == float(ds.SpacingBetweenSlices) == vol.spacing[2]
+        hu = ds.pixel_array.astype(np.int32) * int(ds.RescaleSlope) + int(ds.RescaleIntercept)
+        np.testing.assert_array_equal(hu, vol.array[:, :, k].T)
 
 
 def test_stored_values_need_the_rescale(tmp_path):

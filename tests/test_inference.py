@@ -1,11 +1,14 @@
-"""``medseg.inference.segment`` on real CT: geometry, equivalence with plain MONAI, options.
+"""``medseg.inference.segment`` on CT: geometry, equivalence with plain MONAI, options.
 
-Two networks, both with label maps of several classes of real extent (so equality and Dice
-checks are not vacuous; a mirrored map disagrees clearly, which is checked):
+Every test runs on the real CT ``totalsegmentator/example_ct.nii.gz`` (when ../shared/data is
+there) and on the shipped phantom CT (``sample_data/phantom``: 200 x 170 x 70 voxels of
+2 x 2 x 3 mm stored LPS, air, fat, soft tissue, enhanced organs and bone). Two networks, both
+with label maps of several classes of real extent (so equality and Dice checks are not vacuous;
+a mirrored map disagrees clearly, which is checked):
 
 * ``unet``: a MONAI UNet fitted here for 30 steps to HU-interval "organ proxies" (air, fat, soft
-  tissue, enhanced tissue, bone) on the real CT ``totalsegmentator/example_ct.nii.gz``, saved
-  with ``save_model`` and loaded back; used against the plain MONAI pipeline;
+  tissue, enhanced tissue, bone) on that CT, saved with ``save_model`` and loaded back; used
+  against the plain MONAI pipeline;
 * ``bands``: a deterministic 3x3x3 convolution whose logits are linear in the local mean
   intensity with slopes chosen so that its argmax is exactly the HU interval of the smoothed CT
   (no training, known answer); used where the right answer must be recognisable.
@@ -16,22 +19,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import DATA_KINDS, SAMPLE
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
 from medseg.errors import CancelledError, MedsegError, ModelError
 from medseg.inference import resolve_device, segment, segment_ensemble
 from medseg.io import load_volume, save_volume
-from medseg.models import SegmentationModel, resolve_model
 from medseg.labels import LabelSet
+from medseg.models import SegmentationModel, resolve_model
 from medseg.models.networks import build_network, default_network
 from medseg.models.spec import ModelSpec, NetworkSpec, Preprocessing
 from medseg.models.store import save_model
 from medseg.progress import CancelToken
 from medseg.volume import Volume
 
-pytestmark = pytest.mark.shared_data
-
-EDGES = [-500, -100, 30, 200]  # HU: air | fat | soft tissue | enhanced | bone
+#: HU edges of air | fat | soft tissue | enhanced | bone, per CT: the phantom's fat is -94 HU and its
+#: muscle 55 HU (truth.json), so its fat/soft-tissue and soft-tissue/enhanced edges sit higher.
+EDGES = {"real": [-500, -100, 30, 200], "phantom": [-500, -60, 70, 200]}
 LABELS = LabelSet({0: "air", 1: "fat", 2: "soft_tissue", 3: "enhanced", 4: "bone"})
 PROXY_PRE = Preprocessing(orientation="RAS", spacing_mm=(4.5, 4.0, 5.0), roi_size=(32, 32, 32), overlap=0.25)
 
@@ -67,19 +71,31 @@ class HUBands(torch.nn.Module):
         return self.conv(x)
 
 
-@pytest.fixture(scope="module")
-def ct(shared_data) -> Volume:
-    return load_volume(shared_data / "totalsegmentator" / "example_ct.nii.gz")
+@pytest.fixture(scope="module", params=DATA_KINDS)
+def kind(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def bands() -> SegmentationModel:
+def ct(kind, shared_data, phantom_ct) -> Volume:
+    if kind == "real":
+        return load_volume(shared_data / "totalsegmentator" / "example_ct.nii.gz")
+    return phantom_ct
+
+
+@pytest.fixture(scope="module")
+def edges(kind) -> list[int]:
+    return EDGES[kind]
+
+
+@pytest.fixture(scope="module")
+def bands(edges) -> SegmentationModel:
     spec = ModelSpec("hu-bands", NetworkSpec("unet", {"channels": [4, 8], "strides": [2]}), LABELS, PROXY_PRE)
-    return SegmentationModel.from_network(spec, HUBands(EDGES).eval())
+    return SegmentationModel.from_network(spec, HUBands(edges).eval())
 
 
 @pytest.fixture(scope="module")
-def unet(ct, tmp_path_factory) -> SegmentationModel:
+def unet(ct, edges, tmp_path_factory) -> SegmentationModel:
     """A UNet fitted (30 steps) to HU intervals on the real CT, saved as a model folder and reloaded."""
     from medseg.inference import to_model_space
     from medseg.inference.preprocess import resample_to_grid
@@ -91,7 +107,7 @@ def unet(ct, tmp_path_factory) -> SegmentationModel:
     net = build_network(spec.network, len(spec.labels))
     model_input = to_model_space(ct, PROXY_PRE, crop=False)
     image = torch.from_numpy(model_input.image)[None]
-    target = torch.from_numpy(np.digitize(resample_to_grid(ct, model_input.grid), EDGES).astype(np.int64))
+    target = torch.from_numpy(np.digitize(resample_to_grid(ct, model_input.grid), edges).astype(np.int64))
     net.train()
     opt = torch.optim.Adam(net.parameters(), 2e-2)
     weight = torch.tensor([0.5, 1.0, 0.6, 1.0, 2.5])
@@ -112,13 +128,13 @@ def ct_labels(ct, bands):
     return segment(ct, bands, device="cpu")
 
 
-def test_labels_lie_on_the_input_grid_and_follow_the_anatomy(ct, ct_labels):
+def test_labels_lie_on_the_input_grid_and_follow_the_anatomy(ct, edges, ct_labels):
     labels = ct_labels.labels
     assert labels.shape == ct.shape and np.array_equal(labels.affine, ct.affine)
     assert labels.array.dtype == np.uint8 and labels.modality == "SEG"
     counts = np.bincount(labels.array.ravel(), minlength=5)
     assert (counts / counts.sum() > 0.005).sum() >= 4, counts  # several classes of real extent
-    proxy = np.digitize(ct.array, EDGES)
+    proxy = np.digitize(ct.array, edges)
 
     def mean_dice(labels):
         return np.mean([dice(labels, proxy, c) for c in range(1, 5)])
@@ -161,6 +177,7 @@ def monai_reference(path, network, pre: Preprocessing) -> np.ndarray:
     return post(data)["pred"][0].numpy().astype(np.uint8)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("axcodes", ["RAS", "PIL"])
 def test_agrees_with_the_plain_monai_pipeline(ct, unet, tmp_path, axcodes):
     volume = stored_as(ct, axcodes)
@@ -177,6 +194,7 @@ def test_agrees_with_the_plain_monai_pipeline(ct, unet, tmp_path, axcodes):
             assert np.mean(labels == reference) > 0.99999
 
 
+@pytest.mark.slow
 def test_same_labels_in_world_space_whatever_the_storage(ct, unet):
     original = segment(ct, unet, device="cpu").labels
     for axcodes in ("LPS", "SRP", "AIL"):
@@ -188,16 +206,24 @@ def test_same_labels_in_world_space_whatever_the_storage(ct, unet):
         np.testing.assert_array_equal(back.array, original.array)
 
 
-def test_dicom_series_keeps_its_lps_grid(shared_data, bands):
-    series = load_volume(shared_data / "totalsegmentator" / "example_ct_dicom")
+#: The DICOM series of each kind of CT: the real JPEG 2000 one, the phantom's RLE one.
+DICOM_SERIES = {"real": ("totalsegmentator/example_ct_dicom", (512, 512, 20)),
+                "phantom": (SAMPLE / "ct_dicom", (200, 170, 70))}
+
+
+@pytest.mark.slow
+def test_dicom_series_keeps_its_lps_grid(shared_data, kind, bands):
+    where, shape = DICOM_SERIES[kind]
+    series = load_volume(shared_data / where)  # an absolute path (the phantom) stays itself
     assert series.orientation == "LPS"
     result = segment(series, bands, device="cpu")
-    assert result.labels.shape == (512, 512, 20) and np.array_equal(result.labels.affine, series.affine)
+    assert result.labels.shape == shape and np.array_equal(result.labels.affine, series.affine)
     again = segment(series.reoriented("RAS"), bands, device="cpu").labels.reoriented("LPS")
     np.testing.assert_array_equal(again.array, result.labels.array)
     assert len(result.present()) >= 3
 
 
+@pytest.mark.slow
 def test_oblique_scan_keeps_its_affine(ct, bands):
     t = np.deg2rad(8.0)
     rotation = np.eye(4)
@@ -209,7 +235,7 @@ def test_oblique_scan_keeps_its_affine(ct, bands):
     assert np.mean(result.labels.array == segment(ct, bands, device="cpu").labels.array) > 0.999
 
 
-@pytest.mark.parametrize("arch", ["unet", "segresnet", "swinunetr", "dynunet"])
+@pytest.mark.parametrize("arch", ["unet", "segresnet", pytest.param("swinunetr", marks=pytest.mark.slow), "dynunet"])
 def test_each_architecture_runs_end_to_end(arch, ct, tmp_path):
     torch.manual_seed(0)
     roi = 64 if arch == "swinunetr" else 32  # SwinUNETR's deepest stage needs 64 voxels
@@ -224,6 +250,7 @@ def test_each_architecture_runs_end_to_end(arch, ct, tmp_path):
     assert set(np.unique(result.labels.array)) <= {0, 1, 2}
 
 
+@pytest.mark.slow
 def test_tta_ensemble_and_uncertainty(ct, ct_labels, bands):
     tta = segment(ct, bands, device="cpu", tta=True, uncertainty=True)
     assert tta.provenance["tta"] and np.mean(tta.labels.array == ct_labels.labels.array) > 0.9
@@ -244,6 +271,7 @@ def test_tta_ensemble_and_uncertainty(ct, ct_labels, bands):
         segment_ensemble(ct, [bands, other], device="cpu")
 
 
+@pytest.mark.slow
 def test_batch_of_windows_and_bf16(ct, ct_labels, bands, unet):
     batched = segment(ct, bands, device="cpu", sw_batch_size=3)
     assert np.mean(batched.labels.array == ct_labels.labels.array) > 0.99999

@@ -86,6 +86,7 @@ class HUBands(torch.nn.Module):
         return self.conv(x)
 
 
+@pytest.mark.slow
 def test_segment_applies_the_models_clean_up():
     image = load_volume(SAMPLE / "ct.nii.gz")
     pre = Preprocessing(orientation="RAS", spacing_mm=(3.0, 3.0, 3.0), roi_size=(32, 32, 32))
@@ -109,6 +110,7 @@ def test_segment_applies_the_models_clean_up():
     assert "postprocess" in clean.timings
 
 
+@pytest.mark.slow
 def test_in_memory_model_without_spec_clean_up_is_unchanged():
     image = load_volume(SAMPLE / "ct.nii.gz")
     pre = Preprocessing(orientation="RAS", spacing_mm=(3.0, 3.0, 3.0), roi_size=(32, 32, 32))

@@ -40,9 +40,25 @@ def test_rescaled_ct_and_other_modalities_warn(ct, model):
     assert "is MR but the model medseg-default-ct-3mm was trained on CT" in warning
 
 
-@pytest.mark.shared_data
-def test_real_mr_through_the_cli_warns_and_still_writes(shared_data, tmp_path, capsys):
-    mr = shared_data / "totalsegmentator" / "example_mr_sm.nii.gz"
+def _mr_like_phantom(path: Path) -> Path:
+    """The phantom's anatomy with T1-like intensities (no HU: fat bright, fluid dark, air 0), as NIfTI."""
+    import nibabel as nib
+
+    organs = load_volume(SAMPLE / "organs.nii.gz")
+    ct = load_volume(SAMPLE / "ct.nii.gz").array.astype(np.float32)
+    t1 = np.interp(ct, [-1000, -850, -100, 0, 60, 150, 1000], [0, 40, 900, 300, 450, 520, 250])
+    t1[organs.array == 10] = 300  # bone marrow
+    nib.save(nib.Nifti1Image(np.rint(t1).astype(np.int16), organs.affine), str(path))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", [pytest.param("real", marks=pytest.mark.shared_data), "phantom_t1"])
+def test_real_mr_through_the_cli_warns_and_still_writes(shared_data, tmp_path, capsys, source):
+    if source == "real":
+        mr = shared_data / "totalsegmentator" / "example_mr_sm.nii.gz"
+    else:
+        mr = _mr_like_phantom(tmp_path / "t1.nii.gz")
     code = main(["segment", str(mr), "-o", str(tmp_path / "out"), "--quiet"])
     out, err = capsys.readouterr()
     assert code == 0 and (tmp_path / "out" / "labels.nii.gz").is_file()

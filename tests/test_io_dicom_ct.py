@@ -1,7 +1,10 @@
 """Classic CT series against SimpleITK, compressed transfer syntaxes, gaps and gantry tilt.
 
-Real data only: ``totalsegmentator/example_ct_dicom`` (JPEG 2000, empty UIDs), ``dicom_seg``'s
-CT slices, ``dicom_compressed``. Modified copies (tilt, shuffled names) are made in ``tmp_path``.
+Real data: ``totalsegmentator/example_ct_dicom`` (JPEG 2000, empty UIDs), ``dicom_seg``'s CT
+slices, ``dicom_compressed``. Modified copies (tilt, shuffled names) are made in ``tmp_path``.
+Tests whose check does not depend on a particular scanner also run on the shipped phantom series
+and on a generated copy of the three-slice layout (``generated_ct3``); the generated counterparts
+of the others are in ``test_generated_dicom.py`` and ``test_generated_dicom_series.py``.
 """
 
 from __future__ import annotations
@@ -18,23 +21,16 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from conftest import SAMPLE, assert_native_read_equals_pydicom, sitk_series
 
 from medseg.errors import CancelledError, InputError
 from medseg.io import load_volume, scan
 from medseg.progress import CancelToken
 
-pytestmark = pytest.mark.shared_data
-
 EXAMPLE_CT = "totalsegmentator/example_ct_dicom"
 CT3 = "dicom_seg/dcmqi/ct-3slice"
 CT2_GAP = "dicom_seg/highdicom/referenced_CT2_from_pydicom"
 COMPRESSED = "dicom_compressed"
-
-
-def sitk_series(folder: Path) -> sitk.Image:
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
-    return reader.Execute()
 
 
 def sitk_array(image: sitk.Image) -> np.ndarray:
@@ -43,10 +39,29 @@ def sitk_array(image: sitk.Image) -> np.ndarray:
     return array.transpose(2, 1, 0) if array.ndim == 3 else array.T[..., None]
 
 
-@pytest.mark.parametrize("rel", [EXAMPLE_CT, CT3])
-def test_classic_ct_matches_simpleitk_exactly(shared_data, rel):
-    vol = load_volume(shared_data / rel)
-    ref = sitk_series(shared_data / rel)
+@pytest.fixture(params=[pytest.param("real", marks=pytest.mark.shared_data), "generated"])
+def ct3_folder(request, shared_data, generated_ct3) -> Path:
+    """Three CT slices 1 mm apart: the real GE ``ct-3slice`` or its generated counterpart (read only)."""
+    return shared_data / CT3 if request.param == "real" else generated_ct3
+
+
+@pytest.fixture
+def classic_series(request, shared_data, generated_ct3) -> Path:
+    kind, where = request.param
+    if kind == "real":
+        return shared_data / where
+    return generated_ct3 if kind == "generated" else SAMPLE / where
+
+
+@pytest.mark.parametrize("classic_series", [
+    pytest.param(("real", EXAMPLE_CT), marks=pytest.mark.shared_data, id="example_ct_dicom"),
+    pytest.param(("real", CT3), marks=pytest.mark.shared_data, id="ct-3slice"),
+    pytest.param(("generated", "ct3"), id="generated_ct3"),
+    pytest.param(("phantom", "ct_dicom"), id="phantom_rle"),
+], indirect=True)
+def test_classic_ct_matches_simpleitk_exactly(classic_series):
+    vol = load_volume(classic_series)
+    ref = sitk_series(classic_series)
     assert vol.array.dtype == np.int16  # HU stored x1 - 1024 stays int16
     np.testing.assert_array_equal(vol.array, sitk_array(ref))
     np.testing.assert_allclose(vol.origin_lps, ref.GetOrigin(), atol=1e-4)
@@ -55,6 +70,7 @@ def test_classic_ct_matches_simpleitk_exactly(shared_data, rel):
     assert vol.modality == "CT" and vol.orientation == "LPS"
 
 
+@pytest.mark.shared_data
 def test_example_ct_spacing_from_positions_and_empty_uids(shared_data):
     folder = shared_data / EXAMPLE_CT
     vol = load_volume(folder)
@@ -79,6 +95,7 @@ def test_example_ct_spacing_from_positions_and_empty_uids(shared_data):
     assert len(info) == 1 and info[0].key.startswith("noUID:")
 
 
+@pytest.mark.shared_data
 def test_source_info_for_dicom_seg(shared_data):
     folder = shared_data / CT3
     vol = load_volume(folder)
@@ -96,9 +113,9 @@ def test_source_info_for_dicom_seg(shared_data):
     assert src.extra["rescale_intercepts"] == [-1024.0]
 
 
-def test_order_ignores_file_names_and_instance_numbers(shared_data, tmp_path):
-    original = load_volume(shared_data / CT3)
-    names = sorted((shared_data / CT3).iterdir())
+def test_order_ignores_file_names_and_instance_numbers(ct3_folder, tmp_path):
+    original = load_volume(ct3_folder)
+    names = sorted(ct3_folder.iterdir())
     numbers = [7, 1, 4]
     random.Random(3).shuffle(numbers)
     for path, fake, number in zip(names, ["z.dcm", "a.dcm", "m.dcm"], numbers):
@@ -110,6 +127,7 @@ def test_order_ignores_file_names_and_instance_numbers(shared_data, tmp_path):
     np.testing.assert_array_equal(again.affine, original.affine)
 
 
+@pytest.mark.shared_data
 def test_missing_slices_refused_then_placed_on_the_grid(shared_data):
     folder = shared_data / CT2_GAP
     with pytest.raises(InputError) as err:
@@ -146,6 +164,7 @@ def _tilted_copy(shared_data: Path, folder: Path, degrees: float, n_slices: int)
         ds.save_as(folder / f"{number:03d}.dcm")
 
 
+@pytest.mark.shared_data
 def test_gantry_tilt_keeps_voxels_and_matches_dcm2niix_correction(shared_data, tmp_path):
     from scipy.ndimage import map_coordinates
 
@@ -187,6 +206,7 @@ MR_SMALL = ["MR_small_implicit", "MR_small_bigendian", "MR_small_RLE", "MR_small
 EMRI = ["emri_small_big_endian", "emri_small_RLE", "emri_small_jpeg_ls_lossless", "emri_small_jpeg_2k_lossless"]
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("name", MR_SMALL)
 def test_mr_small_family_equals_uncompressed(shared_data, name):
     base = load_volume(shared_data / COMPRESSED / "pydicom" / "MR_small.dcm", allow_2d=True)
@@ -197,6 +217,7 @@ def test_mr_small_family_equals_uncompressed(shared_data, name):
     assert (int(vol.array.min()), int(vol.array.max())) == (127, 2145)
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("name", EMRI)
 def test_enhanced_mr_family_equals_uncompressed(shared_data, name):
     base = load_volume(shared_data / COMPRESSED / "pydicom-data" / "emri_small.dcm")
@@ -209,6 +230,7 @@ def test_enhanced_mr_family_equals_uncompressed(shared_data, name):
     np.testing.assert_array_equal(vol.array, frames.transpose(2, 1, 0))
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("rel", ["pydicom-data/MR2_J2KR.dcm", "pydicom-data/693_J2KR.dcm",
                                  "pydicom/J2K_pixelrep_mismatch.dcm", "pydicom/693_J2KI.dcm",
                                  "pydicom/CT_small.dcm"])
@@ -225,6 +247,7 @@ def test_single_compressed_slices_match_simpleitk(shared_data, rel):
     np.testing.assert_allclose(vol.origin_lps, ref.GetOrigin(), atol=1e-4)
 
 
+@pytest.mark.shared_data
 def test_lossy_and_deflated_files_decode(shared_data):
     deflated = load_volume(shared_data / COMPRESSED / "pydicom" / "image_dfl.dcm", allow_2d=True)
     plain = pydicom.dcmread(shared_data / COMPRESSED / "pydicom" / "image_dfl.dcm").pixel_array
@@ -236,6 +259,7 @@ def test_lossy_and_deflated_files_decode(shared_data):
     assert (int(lossy.array.min()), int(lossy.array.max())) == (0, 264)
 
 
+@pytest.mark.shared_data
 def test_enhanced_ct_functional_group_rescale(shared_data):
     path = shared_data / COMPRESSED / "pydicom-data" / "eCT_Supplemental.dcm"
     vol = load_volume(path)
@@ -252,16 +276,17 @@ def test_enhanced_ct_functional_group_rescale(shared_data):
         np.testing.assert_allclose(vol.affine_lps[:3, :3] @ [0, 0, k] + vol.origin_lps, ipp[frame_index], atol=1e-4)
 
 
-def test_progress_and_cancel(shared_data):
+def test_progress_and_cancel(ct3_folder):
     calls = []
-    load_volume(shared_data / CT3, progress=lambda done, total, message: calls.append((done, total, message)))
+    load_volume(ct3_folder, progress=lambda done, total, message: calls.append((done, total, message)))
     assert ("reading DICOM pixels" in calls[-1][2]) and calls[-1][0] == calls[-1][1] == 3
     token = CancelToken()
     token.cancel()
     with pytest.raises(CancelledError):
-        load_volume(shared_data / CT3, cancel=token)
+        load_volume(ct3_folder, cancel=token)
 
 
+@pytest.mark.shared_data
 def test_copied_tree_with_two_series(shared_data, tmp_path):
     shutil.copytree(shared_data / CT3, tmp_path / "study" / "a")
     shutil.copytree(shared_data / "dicom_seg" / "dcmqi" / "24x38x3" / "image", tmp_path / "study" / "b" / "deep")
@@ -271,10 +296,10 @@ def test_copied_tree_with_two_series(shared_data, tmp_path):
     assert small.shape == (24, 38, 3)
 
 
-def test_header_cache_is_reused_and_invalidated(shared_data, tmp_path, monkeypatch):
+def test_header_cache_is_reused_and_invalidated(ct3_folder, tmp_path, monkeypatch):
     from medseg.io import _dicom_scan
 
-    shutil.copytree(shared_data / CT3, tmp_path / "ct")
+    shutil.copytree(ct3_folder, tmp_path / "ct")
     reads = []
     real = _dicom_scan._read_header
     monkeypatch.setattr(_dicom_scan, "_read_header", lambda path: reads.append(path) or real(path))
@@ -302,21 +327,8 @@ NATIVE = ["dicom_with_reference/dcm_qa_12bit/In/12bitUnsigned.dcm",        # gar
           "dicom_seg/dcmqi/ct-3slice/01.dcm"]
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("rel", NATIVE)
 def test_uncompressed_pixels_read_from_file_equal_pydicom(shared_data, rel):
     """medseg reads uncompressed pixel data from its file offset; it must equal pydicom's decoding."""
-    from medseg.io._dicom_frames import frames_from_header
-    from medseg.io._dicom_pixels import _native_ok, _read_native
-    from medseg.io._dicom_scan import _read_header
-
-    path = shared_data / rel
-    ds, offset, _ = _read_header(path)
-    meta, _ = frames_from_header(ds, str(path), pixel_offset=offset)
-    assert isinstance(offset, int) and _native_ok(meta)
-    expected = pydicom.dcmread(path).pixel_array
-    expected = expected.reshape(-1, meta.rows, meta.cols)
-    with open(path, "rb") as fh:
-        for index in range(meta.n_frames):
-            ours = _read_native(fh, meta, index)
-            assert ours.dtype.kind == expected.dtype.kind and ours.dtype.isnative
-            np.testing.assert_array_equal(ours, expected[index])
+    assert_native_read_equals_pydicom(shared_data / rel)

@@ -1,7 +1,10 @@
 """Bad DICOM input: each case gives one clear InputError line (file/folder, what, what to do),
 and the CLI prints exactly that line on stderr with a non-zero exit and no traceback.
 
-Broken inputs are made from real CT slices (``dicom_seg/dcmqi/ct-3slice``) in ``tmp_path``.
+Broken inputs are made in ``tmp_path`` from three CT slices 1 mm apart: the real
+``dicom_seg/dcmqi/ct-3slice`` (GE, 512 x 512) and a generated series of the same layout from the
+phantom (``generated_ct3``); every test on them runs on both. Grouping, gaps and 4D on generated
+series: ``test_generated_dicom_series.py``.
 """
 
 from __future__ import annotations
@@ -17,8 +20,6 @@ import pytest
 from medseg.cli.main import main
 from medseg.errors import InputError
 from medseg.io import load_volume, scan
-
-pytestmark = pytest.mark.shared_data
 
 CT3 = "dicom_seg/dcmqi/ct-3slice"
 
@@ -40,11 +41,18 @@ def assert_one_line_error(capsys, *argv: str, contains: list[str]) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def ct3(shared_data, tmp_path) -> Path:
+@pytest.fixture(params=[pytest.param("real", marks=pytest.mark.shared_data), "generated"])
+def ct3(request, shared_data, generated_ct3, tmp_path) -> Path:
+    """A copy of three CT slices 1 mm apart, 01.dcm..03.dcm: the real GE ones or the phantom's."""
     folder = tmp_path / "ct3"
-    shutil.copytree(shared_data / CT3, folder)
+    shutil.copytree(shared_data / CT3 if request.param == "real" else generated_ct3, folder)
     return folder
+
+
+def slice_shape(path: Path) -> tuple[int, int]:
+    """(columns, rows) of a slice, as pydicom reads them: medseg's (i, j) size."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return int(ds.Columns), int(ds.Rows)
 
 
 def test_empty_folder(tmp_path, capsys):
@@ -98,7 +106,7 @@ def test_truncated_slice_counts_as_missing(ct3, capsys):
                                  contains=["02.dcm", "--allow-gaps"])
     assert str(ct3) in line
     vol = load_volume(ct3, allow_gaps=True)
-    assert vol.shape == (512, 512, 3)
+    assert vol.shape == (*slice_shape(ct3 / "01.dcm"), 3)
     first = vol.source.extra["files"][0]
     assert first != "02.dcm" and vol.source.extra["files"][1] == ""
     good = pydicom.dcmread(ct3 / first).pixel_array.T.astype(np.int32) - 1024
@@ -106,6 +114,7 @@ def test_truncated_slice_counts_as_missing(ct3, capsys):
     assert (vol.array[:, :, 1] == vol.array[:, :, [0, 2]].min()).all()
 
 
+@pytest.mark.shared_data
 def test_missing_slices_via_cli(shared_data, tmp_path, capsys):
     folder = shared_data / "dicom_seg" / "highdicom" / "referenced_CT2_from_pydicom"
     assert_one_line_error(capsys, "convert", str(folder), str(tmp_path / "o.nii.gz"),
@@ -128,6 +137,7 @@ def test_non_uniform_spacing(ct3, capsys):
                           contains=["non-uniform slice spacing", "medseg info"])
 
 
+@pytest.mark.shared_data
 def test_several_series_need_a_choice(shared_data, tmp_path, capsys):
     shutil.copytree(shared_data / CT3, tmp_path / "tree" / "ct")
     shutil.copytree(shared_data / "dicom_seg" / "dcmqi" / "24x38x3" / "image", tmp_path / "tree" / "small")
@@ -149,10 +159,11 @@ def test_single_slice_needs_allow_2d(ct3, capsys):
     assert_one_line_error(capsys, "convert", str(one), str(ct3.parent / "o.nii.gz"),
                           contains=[str(one), "single 2D slice", "--allow-2d"])
     vol = load_volume(one, allow_2d=True)
-    assert vol.shape == (512, 512, 1)
+    assert vol.shape == (*slice_shape(one), 1)
     assert vol.spacing[2] == pytest.approx(float(pydicom.dcmread(one, stop_before_pixels=True).SliceThickness))
 
 
+@pytest.mark.shared_data
 def test_4d_series_needs_a_volume_choice(shared_data, tmp_path, capsys):
     folder = shared_data / "dicom_with_reference" / "dcm_qa_nih" / "In" / "20180918GE" / "mr_0004"
     assert_one_line_error(capsys, "convert", str(folder), str(tmp_path / "o.nii.gz"),
@@ -171,7 +182,7 @@ def test_unreadable_file(ct3, capsys):
         if os.geteuid() == 0:
             # root reads files whatever their mode: the series is complete and must read as such.
             vol = load_volume(ct3)
-            assert vol.shape == (512, 512, 3)
+            assert vol.shape == (*slice_shape(target), 3)
             assert not any("permission" in w for w in vol.source.warnings)
         else:
             with pytest.raises(InputError) as err:
@@ -204,20 +215,25 @@ def test_unreadable_file_reported_when_open_fails(ct3, monkeypatch):
     assert any("permission denied" in w for w in vol.source.warnings)
 
 
-def test_non_image_objects_are_listed_not_read(shared_data, capsys):
+@pytest.mark.shared_data
+def test_non_image_objects_are_listed_not_read(shared_data, tmp_path, capsys):
     seg = shared_data / "dicom_seg" / "dcmqi" / "liver.dcm"
     infos = scan(seg)
     assert len(infos) == 1 and not infos[0].readable and infos[0].modality == "SEG"
-    assert_one_line_error(capsys, "convert", str(seg), "/tmp/never.nii.gz", contains=["DICOM SEG"])
+    assert "DICOM SEG" in infos[0].problems[0]
+    # Not an image series, but read as what it is: the label map (README: 107 098 liver voxels).
+    assert main(["convert", str(seg), str(tmp_path / "liver.nii.gz")]) == 0
+    labels = load_volume(tmp_path / "liver.nii.gz")
+    assert labels.shape == (512, 512, 3) and int(np.count_nonzero(labels.array)) == 107098
 
 
-def test_single_bad_files(shared_data, tmp_path, capsys):
+def test_single_bad_files(ct3, tmp_path, capsys):
     text = tmp_path / "notes.dcm"
     text.write_text("not DICOM at all\n")
     assert_one_line_error(capsys, "convert", str(text), str(tmp_path / "o.nii.gz"),
                           contains=[str(text), "is not a DICOM file"])
     cut = tmp_path / "cut.dcm"
-    cut.write_bytes((shared_data / CT3 / "01.dcm").read_bytes()[:700])
+    cut.write_bytes((ct3 / "01.dcm").read_bytes()[:700])
     with pytest.raises(InputError, match="truncated or damaged DICOM header"):
         load_volume(cut)
     assert_one_line_error(capsys, "info", str(cut), contains=[str(cut), "truncated or damaged"])

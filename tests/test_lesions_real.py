@@ -1,15 +1,20 @@
-"""Real lesion masks (../shared/data/lesions): counts, volumes, centroids, intensities and diameters
-against SimpleITK's label statistics and an independent mesh/contour computation in this file."""
+"""Lesion masks: counts, volumes, centroids, intensities and diameters against SimpleITK's label
+statistics and an independent mesh/contour computation in this file.
+
+Real masks from ../shared/data/lesions, and the shipped phantom's lesions and organs, whose
+truth.json gives a second, exact reference (voxel counts, volumes, centroids, diameters, HU).
+"""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from conftest import SAMPLE
 
 from medseg.io import load_volume
 from medseg.lesions import find_instances, lesion_table
-
-pytestmark = pytest.mark.shared_data
 
 PYRAD = "lesions/pyradiomics"
 MS = "lesions/ms_lesions_ljubljana"
@@ -68,6 +73,7 @@ def independent_diameters(mask: np.ndarray, affine: np.ndarray, slice_axis: int 
 
 
 def check_against_sitk(shared_data, label_file, *, connectivity=26, image_file=None, diameters=True):
+    """``label_file``/``image_file`` are relative to ``shared_data``, or absolute paths."""
     labels = load_volume(shared_data / label_file)
     image = load_volume(shared_data / image_file) if image_file else None
     found = find_instances(labels, connectivity=connectivity)
@@ -99,6 +105,7 @@ def check_against_sitk(shared_data, label_file, *, connectivity=26, image_file=N
     return table
 
 
+@pytest.mark.shared_data
 def test_brain_mr_with_two_tumour_parts(shared_data):
     table = check_against_sitk(shared_data, f"{PYRAD}/brain1_label.nrrd", image_file=f"{PYRAD}/brain1_image.nrrd")
     assert [r.voxel_count for r in table.rows] == [3524, 613]
@@ -108,6 +115,7 @@ def test_brain_mr_with_two_tumour_parts(shared_data):
     assert table.rows[0].intensity_mean > 700
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("case, voxels, volume_ml, mean_hu", [
     ("lung1", 837, 1.36, -63.9), ("lung2", 24644, 48.43, 7.6)])
 def test_lung_ct_tumours_in_hu(shared_data, case, voxels, volume_ml, mean_hu):
@@ -121,6 +129,8 @@ def test_lung_ct_tumours_in_hu(shared_data, case, voxels, volume_ml, mean_hu):
     assert row.axial_short_axis_mm <= row.axial_long_axis_mm
 
 
+@pytest.mark.slow
+@pytest.mark.shared_data
 def test_ms_flair_19_lesions(shared_data):
     table = check_against_sitk(shared_data, f"{MS}/patient26_lesions_mni.nii.gz",
                                image_file=f"{MS}/patient26_flair_mni.nii.gz")
@@ -131,7 +141,9 @@ def test_ms_flair_19_lesions(shared_data):
     assert len(six) == 27
 
 
-@pytest.mark.parametrize("case, n26, n6, largest", [("patient07", 37, 49, 210), ("patient19", 98, 140, 46870)])
+@pytest.mark.shared_data
+@pytest.mark.parametrize("case, n26, n6, largest", [
+    ("patient07", 37, 49, 210), pytest.param("patient19", 98, 140, 46870, marks=pytest.mark.slow)])
 def test_ms_masks_many_lesions(shared_data, case, n26, n6, largest):
     path = f"{MS}/{case}_lesions_mni_maskonly.nii.gz"
     table = check_against_sitk(shared_data, path, diameters=False)
@@ -140,6 +152,7 @@ def test_ms_masks_many_lesions(shared_data, case, n26, n6, largest):
     assert len(find_instances(load_volume(shared_data / path), connectivity=6)) == n6
 
 
+@pytest.mark.shared_data
 def test_ms_dust_removal_and_split(shared_data):
     labels = load_volume(shared_data / f"{MS}/patient19_lesions_mni_maskonly.nii.gz")
     all_lesions = find_instances(labels)
@@ -151,3 +164,74 @@ def test_ms_dust_removal_and_split(shared_data):
     split = find_instances(labels, split_h_mm=2.0)
     assert len(split) > len(all_lesions) and split.n_split >= 1
     assert split.voxel_counts.sum() == all_lesions.voxel_counts.sum()
+
+
+# --- the shipped phantom: exact truth -----------------------------------------------------------
+
+TRUTH = json.loads((SAMPLE / "truth.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def phantom_masks(generated):
+    """The phantom's lesions as one binary mask, and each organ as its own mask (NIfTI, CT grid)."""
+    import nibabel as nib
+
+    def build(folder):
+        folder.mkdir()
+        ct = nib.load(str(SAMPLE / "ct.nii.gz"))
+        lesions = np.asarray(nib.load(str(SAMPLE / "lesions.nii.gz")).dataobj)
+        organs = np.asarray(nib.load(str(SAMPLE / "organs.nii.gz")).dataobj)
+        nib.save(nib.Nifti1Image((lesions > 0).astype(np.uint8), ct.affine), str(folder / "lesions_mask.nii.gz"))
+        for name, row in TRUTH["organs"].items():
+            mask = (organs == row["value"]).astype(np.uint8)
+            nib.save(nib.Nifti1Image(mask, ct.affine), str(folder / f"{name}_mask.nii.gz"))
+
+    return generated("phantom_masks", build)
+
+
+@pytest.mark.parametrize("connectivity", [26, 6])
+def test_phantom_lesions_against_sitk_and_truth(shared_data, phantom_masks, connectivity):
+    table = check_against_sitk(shared_data, phantom_masks / "lesions_mask.nii.gz", connectivity=connectivity,
+                               image_file=SAMPLE / "ct.nii.gz")
+    rows = {row["id"]: row for row in TRUTH["lesions"]}
+    # Lesions 2 and 3 touch: one connected component (at 26- and at 6-connectivity).
+    assert len(table) == TRUTH["lesion_components_26"] == 5
+    merged = rows[2]["voxels"] + rows[3]["voxels"]
+    expected = sorted([merged] + [r["voxels"] for i, r in rows.items() if i not in (2, 3)], reverse=True)
+    assert [r.voxel_count for r in table.rows] == expected
+    by_size = {r["voxels"]: r for i, r in rows.items() if i not in (2, 3)}  # sizes differ in this phantom
+    for row in table.rows:
+        truth = by_size.get(row.voxel_count)
+        if truth is None:
+            continue  # the merged pair: checked against SimpleITK above
+        assert row.volume_ml == pytest.approx(truth["volume_ml"], abs=1e-9)
+        np.testing.assert_allclose(row.centroid_lps_mm, truth["centroid_lps_mm"], atol=1e-3)
+        assert row.intensity_mean == pytest.approx(truth["mean_hu"], abs=0.05)
+        # truth joins voxel centres; medseg joins boundary points (IBSI mesh): at most a voxel diagonal more.
+        assert truth["longest_diameter_mm"] - 1e-3 <= row.max_3d_diameter_mm
+        assert row.max_3d_diameter_mm <= truth["longest_diameter_mm"] + np.linalg.norm([2.0, 2.0, 3.0]) + 1e-3
+
+
+@pytest.mark.parametrize("organ", ["spleen", "kidney_right", "kidney_left", "pancreas", "aorta", "bone"])
+def test_phantom_organs_as_masks_against_sitk(shared_data, phantom_masks, organ):
+    """Large and branching structures (bone is many pieces) through the same table."""
+    table = check_against_sitk(shared_data, phantom_masks / f"{organ}_mask.nii.gz", image_file=SAMPLE / "ct.nii.gz",
+                               diameters=organ != "bone")
+    assert sum(r.voxel_count for r in table.rows) == TRUTH["organs"][organ]["voxels"]
+    mean = sum(r.intensity_mean * r.voxel_count for r in table.rows) / TRUTH["organs"][organ]["voxels"]
+    assert mean == pytest.approx(TRUTH["organs"][organ]["mean_hu"], abs=0.05)
+
+
+def test_phantom_dust_removal_and_split():
+    mask = load_volume(SAMPLE / "lesions.nii.gz")
+    mask = mask.with_array((mask.array > 0).astype(np.uint8))
+    all_lesions = find_instances(mask)
+    rows = {row["id"]: row for row in TRUTH["lesions"]}
+    # 45 voxels x 12 mm^3 = 540 mm^3: lesion 4 is the only one under 600 mm^3.
+    kept = find_instances(mask, min_volume_mm3=600.0)
+    assert len(kept) == len(all_lesions) - 1 and kept.n_dust == 1
+    assert kept.dust_volume_ml == pytest.approx(rows[4]["volume_ml"])
+    # The touching pair falls apart at its neck; no voxel is lost.
+    split = find_instances(mask, split_h_mm=1.0)
+    assert len(split) == TRUTH["lesion_count"] == 6 and split.n_split == 1
+    assert split.voxel_counts.sum() == all_lesions.voxel_counts.sum() == sum(r["voxels"] for r in rows.values())

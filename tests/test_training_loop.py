@@ -1,4 +1,9 @@
-"""Training end to end on a tiny crop of a real CT: model folder, reload, segment, resume, fine-tune."""
+"""Training end to end on tiny crops of a CT: model folder, reload, segment, resume, fine-tune.
+
+Every test runs on crops of the real 3 mm CT with TotalSegmentator's liver and right kidney
+(when ../shared/data is there) and on crops of the shipped phantom with its exact liver and
+right kidney.
+"""
 
 from __future__ import annotations
 
@@ -13,23 +18,34 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_real_ct_pairs
+from conftest import DATA_KINDS, write_monai_bundle, write_phantom_ct_pairs, write_real_ct_pairs
 
 from medseg.errors import CancelledError, InputError
 
-pytestmark = pytest.mark.shared_data
+# Every test here trains (a few epochs of a tiny network) or needs a trained model: 5-45 s each.
+pytestmark = pytest.mark.slow
 
 #: Tiny network, 32^3 windows at 6 mm: a few seconds per run on two cores.
 TINY = dict(size="tiny", roi_size=(32, 32, 32), spacing_mm=(6.0, 6.0, 6.0), steps_per_epoch=2,
             val_fraction=0.5, num_samples=1, batch_size=1)
 
 
+@pytest.fixture(scope="module", params=DATA_KINDS)
+def kind(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def tiny_data(shared_data, tmp_path_factory) -> Path:
-    """Two crops (different slabs) of the real 3 mm CT with liver and right kidney labels."""
-    return write_real_ct_pairs(shared_data, tmp_path_factory.mktemp("tiny_data"), {5: 1, 2: 2},
-                               {1: "liver", 2: "kidney_right"}, {"slab_a": 60, "slab_b": 72}, i0=20, j0=10,
-                               size_ij=(56, 60), depth=24)
+def tiny_data(kind, shared_data, tmp_path_factory) -> Path:
+    """Two crops (different slabs, 168 x 180 x 72 mm) of a CT with liver and right kidney labels:
+    the real 3 mm CT, or the phantom (2 x 2 x 3 mm; organ values 1 and 3 written as 1 and 2)."""
+    out = tmp_path_factory.mktemp("tiny_data")
+    names = {1: "liver", 2: "kidney_right"}
+    if kind == "real":
+        return write_real_ct_pairs(shared_data, out, {5: 1, 2: 2}, names, {"slab_a": 60, "slab_b": 72},
+                                   i0=20, j0=10, size_ij=(56, 60), depth=24)
+    return write_phantom_ct_pairs(out, {1: 1, 3: 2}, names, {"slab_a": 24, "slab_b": 34},
+                                  i0=30, j0=30, size_ij=(84, 90), depth=24)
 
 
 def _config(**changes):
@@ -192,7 +208,8 @@ def test_other_settings_or_foreign_folders_are_refused(trained, tiny_data, tmp_p
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
-def test_finetuning_from_a_monai_bundle_keeps_its_values(tiny_data, shared_data, tmp_path):
+def test_finetuning_from_a_monai_bundle_keeps_its_values(kind, tiny_data, shared_data, tmp_path):
+    """The zoo's spleen bundle (real data) or the generated bundle that mirrors it (phantom data)."""
     import shutil
 
     import torch
@@ -202,7 +219,10 @@ def test_finetuning_from_a_monai_bundle_keeps_its_values(tiny_data, shared_data,
     from medseg.training import train
 
     bundle = tmp_path / "spleen_ct_segmentation"
-    shutil.copytree(shared_data / "monai_bundles" / "spleen_ct_segmentation", bundle)
+    if kind == "real":
+        shutil.copytree(shared_data / "monai_bundles" / "spleen_ct_segmentation", bundle)
+    else:
+        write_monai_bundle(bundle, "unet")
     network_def = json.loads((bundle / "configs" / "inference.json").read_text())["network_def"]
     torch.manual_seed(0)
     net = UNet(**{k: v for k, v in network_def.items() if k != "_target_"})
