@@ -291,9 +291,6 @@ def test_unequal_repeats_are_refused_and_info_says_why(four_d, capsys):
     assert re.search(UNEQUAL, capsys.readouterr().out)
 
 
-@pytest.mark.xfail(strict=True, reason="medseg/io/_dicom_group.py plan_volumes appends the specific 'repeat "
-                   "unequally' problem after stack_geometry's generic 'several slices share one position', "
-                   "and the load error shows only the first")
 def test_unequal_repeats_error_names_the_incomplete_time_series(four_d):
     folder, _ = four_d
     next(p for p in sorted(folder.iterdir()) if p.name.startswith("s3_")).unlink()

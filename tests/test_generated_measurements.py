@@ -57,10 +57,6 @@ def test_lesion_table_does_not_depend_on_storage(lesion_region, lps_table, axcod
         assert ours.long_axis_ras_mm[0][2] == pytest.approx(lps.long_axis_ras_mm[0][2], abs=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason="medseg/lesions/shape.py axial_diameters: among in-plane chords of equal "
-                   "(maximal) length the long axis is the first found in array order, so the short axis measured "
-                   "perpendicular to it changes with the storage orientation (lesion 1: 34.49 mm stored LPS, "
-                   "36.06 mm stored RPS; up to 1.63 mm on lesions 1-3)")
 def test_axial_short_axis_does_not_depend_on_storage(lesion_region, lps_table):
     differ = []
     for axcodes in ALL_AXCODES:

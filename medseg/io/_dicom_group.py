@@ -236,7 +236,9 @@ def plan_volumes(frames: list[Frame], *, root: str = "") -> list[VolumePlan]:
                                   list(geometry.problems), list(notes) + list(geometry.warnings))
                 _drop_damaged(plan)
                 if problem:
-                    plan.problems.append(("blocking", problem))
+                    # First: it explains the generic geometry problems that follow from it ("several
+                    # slices share one position"), and an error shows the first problem only.
+                    plan.problems.insert(0, ("blocking", problem))
                 if len(volumes) > 1:
                     plan.warnings.append(f"volume {v + 1} of {len(volumes)} at the same slice positions "
                                          "(a time series); each is read as its own 3D volume")

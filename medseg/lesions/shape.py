@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medseg.lesions.outline import outline_segments, perpendicular_chord
+
 __all__ = [
     "slice_axis",
     "boundary_points",
@@ -31,6 +33,7 @@ __all__ = [
     "farthest_pair",
     "AxialDiameters",
     "axial_diameters",
+    "outline_segments",
 ]
 
 
@@ -252,110 +255,69 @@ def axial_diameters(crop: np.ndarray, start: np.ndarray, affine: np.ndarray, axi
     widths = np.maximum.reduceat(projected, first) - np.minimum.reduceat(projected, first)
     upper = widths.max(axis=1) / np.cos(np.pi / (2 * len(_PLANE_DIRECTIONS)))
     centre = float(np.mean(np.argwhere(crop)[:, axis]))
-    best = (-1.0, 0.0, 0, 0, 0)
+    best = (-1.0, 0.0)
+    tied: list[tuple[int, int, int]] = []  # (label, i, j) of every longest diameter on the best slice(s)
     for s in np.argsort(-upper, kind="stable"):
-        if upper[s] < best[0] - 1e-9:
+        if upper[s] < best[0] - _TIE_MM:
             break
         d, i, j = farthest_pair(plane[bounds[s]:bounds[s + 1]])
         closer = -abs(local[bounds[s], axis] - centre)
-        if d > best[0] + 1e-9 or (abs(d - best[0]) <= 1e-9 and closer > best[1]):
-            best = (d, closer, int(piece[bounds[s]]), bounds[s] + i, bounds[s] + j)
-    long_mm, _, label, i, j = best
-    p, q = world[i], world[j]
-    index = int(round(local[i, axis]))
-    short_mm, short_axis = _perpendicular_chord(pieces == label, start, affine, axis, index, p, q)
-    return AxialDiameters(float(long_mm), short_mm, int(index + start[axis]), np.stack([p, q]), short_axis)
+        if d > best[0] + _TIE_MM or (abs(d - best[0]) <= _TIE_MM and closer > best[1] + 1e-9):
+            best, tied = (d, closer), []
+        if abs(d - best[0]) <= _TIE_MM and abs(closer - best[1]) <= 1e-9:
+            pairs = _tied_pairs(plane[bounds[s]:bounds[s + 1]], d)
+            tied += [(int(piece[bounds[s]]), bounds[s] + a, bounds[s] + b) for a, b in pairs]
+    # Lattices tie: a sphere of voxels has several longest diameters of the same length. Which one
+    # is taken must not depend on how the volume is stored (the short axis changes with it), so
+    # ties are settled in world terms: the longest short axis, then the world position of the
+    # endpoints (a RECIST reader would also take the larger perpendicular of equal long axes).
+    choices = []
+    for label, i, j in tied[:_MAX_TIES]:
+        p, q = sorted((world[i], world[j]), key=tuple)
+        index = int(round(local[i, axis]))
+        short_mm, short_axis = perpendicular_chord(pieces == label, start, affine, axis, index, p, q)
+        key = (-round(short_mm / _TIE_MM), tuple(np.round(np.r_[p, q] / _TIE_MM)))
+        choices.append((key, short_mm, index, np.stack([p, q]), _ordered_ends(short_axis)))
+    _, short_mm, index, long_axis, short_axis = min(choices, key=lambda c: c[0])
+    return AxialDiameters(float(best[0]), short_mm, int(index + start[axis]), long_axis, short_axis)
 
 
-# Marching squares on a binary image, cell corners (0,0), (1,0), (0,1), (1,1) as bits 0..3 and
-# edge midpoints 0: (0.5, 0), 1: (1, 0.5), 2: (0.5, 1), 3: (0, 0.5). Saddles (codes 6 and 9)
-# keep the two lesion pixels connected, as the 8-connected cross-sections are.
-_EDGE_POINTS = np.array([[0.5, 0.0], [1.0, 0.5], [0.5, 1.0], [0.0, 0.5]])
-_SQUARE_SEGMENTS = {
-    1: [(0, 3)], 2: [(0, 1)], 3: [(3, 1)], 4: [(3, 2)], 5: [(0, 2)], 6: [(0, 3), (1, 2)], 7: [(1, 2)],
-    8: [(1, 2)], 9: [(0, 1), (3, 2)], 10: [(0, 2)], 11: [(3, 2)], 12: [(3, 1)], 13: [(0, 1)], 14: [(0, 3)],
-}
-_SEGMENT_COUNT = np.array([len(_SQUARE_SEGMENTS.get(c, [])) for c in range(16)])
-_SEGMENT_EDGES = np.zeros((16, 2, 2), np.int64)
-for _code, _pairs in _SQUARE_SEGMENTS.items():
-    _SEGMENT_EDGES[_code, :len(_pairs)] = _pairs
+#: Diameters equal within this (mm) are the same length (lattice ties, float rounding).
+_TIE_MM = 1e-6
+#: At most this many tied longest diameters are compared (their short axes are measured each).
+_MAX_TIES = 48
 
 
-def outline_segments(plane: np.ndarray) -> np.ndarray:
-    """The marching-squares outline at level 0.5 of a binary slice, as unordered segments.
+def _ordered_ends(ends: np.ndarray) -> np.ndarray:
+    """A segment's two end points in world order (so the same line is written the same way)."""
+    return np.stack(sorted(ends, key=lambda e: tuple(np.round(e / _TIE_MM))))
 
-    Parameters
-    ----------
-    plane : ndarray of bool, shape (b, c)
-        With at least one empty pixel on every side.
 
-    Returns
-    -------
-    ndarray, shape (E, 2, 2)
-        End points of each segment in pixel index coordinates. The segments form closed
-        curves whose vertices are the in-plane boundary points.
+def _tied_pairs(points: np.ndarray, d: float) -> list[tuple[int, int]]:
+    """Every pair of ``points`` (indices) at distance ``d`` within :data:`_TIE_MM`.
+
+    Only points at least ``d - R`` from the bounding-box centre (``R`` the largest distance from
+    it) can be an end, and only convex-hull vertices can be farthest apart, as in
+    :func:`farthest_pair`.
     """
-    px = plane.astype(np.uint8)
-    codes = px[:-1, :-1] | px[1:, :-1] << 1 | px[:-1, 1:] << 2 | px[1:, 1:] << 3
-    cells = np.argwhere((codes != 0) & (codes != 15))
-    code = codes[cells[:, 0], cells[:, 1]]
-    parts = []
-    for k in range(2):  # first segment of every cell, then the second of the saddle cells
-        has = _SEGMENT_COUNT[code] > k
-        origin = cells[has].astype(np.float64)
-        a, b = _SEGMENT_EDGES[code[has], k, 0], _SEGMENT_EDGES[code[has], k, 1]
-        parts.append(np.stack([origin + _EDGE_POINTS[a], origin + _EDGE_POINTS[b]], axis=1))
-    return np.concatenate(parts)
+    from scipy.spatial import ConvexHull, QhullError
+    from scipy.spatial.distance import cdist
 
-
-def _perpendicular_chord(crop, start, affine, axis, index, p, q) -> tuple[float, np.ndarray]:
-    """Longest chord of the slice outline perpendicular to the segment ``p``-``q`` (RAS mm).
-
-    The outline is the marching-squares contour at level 0.5 (its vertices are the in-plane
-    boundary points; see :func:`outline_segments`). A line perpendicular to the long axis at
-    position ``t`` along it meets the outline an even number of times; the segments between
-    crossings 1-2, 3-4, ... lie inside the lesion. Their length changes linearly between the
-    positions of outline vertices, so the longest one is found at a vertex position.
-    """
-    in_plane = [a for a in range(3) if a != axis]
-    index_slice = [slice(None)] * 3
-    index_slice[axis] = index
-    segments = outline_segments(crop[tuple(index_slice)])  # (E, 2, 2) in (b, c) pixel units
-    local = np.zeros((len(segments), 2, 3))
-    local[..., in_plane[0]] = segments[..., 0]
-    local[..., in_plane[1]] = segments[..., 1]
-    local[..., axis] = index
-    world = _to_world(local.reshape(-1, 3), start, affine) - p
-    linear = affine[:3, :3]
-    u = (q - p) / max(np.linalg.norm(q - p), 1e-12)
-    normal = np.cross(linear[:, in_plane[0]], linear[:, in_plane[1]])
-    v = np.cross(normal, u)
-    v /= np.linalg.norm(v)
-    edges = np.stack([world @ u, world @ v], axis=1).reshape(-1, 4)  # (E, 4): t0, s0, t1, s1
-    t0, s0, t1, s1 = edges.T
-    keep = t0 != t1
-    t0, s0, t1, s1 = t0[keep], s0[keep], t1[keep], s1[keep]
-    lo, hi = np.minimum(t0, t1), np.maximum(t0, t1)
-    best_len, best_seg = 0.0, (0.0, 0.0, 0.0)
-    positions = np.unique(np.r_[t0, t1])
-    for block in range(0, len(positions), 512):
-        tau = positions[block:block + 512, None]
-        crosses = (lo <= tau) & (tau < hi)
-        s_at = np.where(crosses, s0 + (tau - t0) * (s1 - s0) / (t1 - t0), np.inf)
-        s_at.sort(axis=1)
-        count = crosses.sum(axis=1)
-        width = s_at.shape[1] - s_at.shape[1] % 2
-        if width == 0:
-            continue
-        pairs = s_at[:, :width].reshape(len(tau), -1, 2)
-        with np.errstate(invalid="ignore"):  # inf - inf where a line has fewer crossings
-            lengths = pairs[:, :, 1] - pairs[:, :, 0]
-        valid = np.arange(pairs.shape[1])[None, :] < (count[:, None] // 2)
-        lengths = np.where(valid, lengths, -1.0)
-        row, col = np.unravel_index(int(np.argmax(lengths)), lengths.shape)
-        if lengths[row, col] > best_len:
-            best_len = float(lengths[row, col])
-            best_seg = (float(tau[row, 0]), float(pairs[row, col, 0]), float(pairs[row, col, 1]))
-    t, sa, sb = best_seg
-    ends = np.stack([p + t * u + sa * v, p + t * u + sb * v])
-    return best_len, ends
+    points = np.asarray(points, dtype=np.float64)
+    idx = np.arange(len(points))
+    if len(points) > 64:
+        centre = (points.min(axis=0) + points.max(axis=0)) / 2.0
+        radius = np.linalg.norm(points - centre, axis=1)
+        idx = np.flatnonzero(radius >= d - radius.max() - 1e-9)
+        if len(idx) > 256:
+            try:
+                idx = idx[ConvexHull(points[idx]).vertices]
+            except QhullError:
+                idx = idx[ConvexHull(points[idx], qhull_options="QJ").vertices]
+    found = []
+    for start in range(0, len(idx), 512):
+        block = idx[start:start + 512]
+        dist = cdist(points[block], points[idx])
+        a, b = np.nonzero(np.abs(dist - d) <= _TIE_MM)
+        found += [(int(block[x]), int(idx[y])) for x, y in zip(a, b) if block[x] < idx[y]]
+    return found
