@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import os
+import tempfile
 import subprocess
 import sys
 from collections.abc import Callable
@@ -41,6 +42,8 @@ STUDY_DATETIME = datetime.datetime(2001, 2, 3, 4, 5, 6)
 
 # Two cores in CI: keep torch from oversubscribing when tests run model code.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Exported networks of the CPU back-ends go to a cache of the test run, not the user's.
+os.environ.setdefault("MEDSEG_CACHE_DIR", str(Path(tempfile.gettempdir()) / "medseg-test-cache"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
