@@ -1,6 +1,6 @@
 """DICOM SEG export and import of a 512x512x300 CT's organ + 50-lesion labels, against dcmqi, in one run.
 
-    .venv/bin/python benchmarks/bench_seg.py [--repeats 3]
+    .venv/bin/python benchmarks/bench_seg.py [--repeats 3] [--before GIT_REVISION]
 
 The CT is the benchmark volume of ``bench_inference.py`` (the real CT angiography from
 ``../shared/data`` resampled to 512x512x300, 0.68 x 0.68 x 0.96 mm), written as a DICOM series
@@ -11,7 +11,9 @@ with their instance map: 14 + 50 segments. Cached under ``$MEDSEG_BENCH_CACHE``
 (default ``/tmp/medseg-bench``).
 
 Every variant runs as the command a user would type, in its own process, rounds interleaved so
-machine noise hits all alike; times are wall clock of the whole command (start-up included):
+machine noise hits all alike; times are wall clock of the whole command (start-up included), and
+its CPU time (user + system, from GNU time) is printed beside it, which a loaded machine
+disturbs less:
 
 * export: ``medseg export-seg labels.nii.gz --lesions lesions.nii.gz --dicom ct -o seg.dcm
   [--labelmap]`` against dcmqi's ``itkimage2segimage`` with the same 64 segments (one label map,
@@ -19,6 +21,10 @@ machine noise hits all alike; times are wall clock of the whole command (start-u
 * import: medseg's ``read_seg(seg, dicom=ct)`` in a fresh process, timed from the call (library
   imports excluded: the target is about the work), and ``medseg import-seg`` as a command,
   against dcmqi's ``segimage2itkimage --mergeSegments`` on dcmqi's own SEG.
+
+``--before REV`` adds the same medseg variants run with the ``medseg`` package of git revision
+REV (extracted with ``git archive`` into a temporary folder, nothing in the work tree changes),
+reading and writing the same files, so a change is measured against its baseline in one run.
 
 Targets (issue 12): export <= 0.5x dcmqi's time; import <= 2 s. Results: ``docs/dicom_seg.md``.
 """
@@ -98,37 +104,56 @@ def make_case() -> Path:
     return folder
 
 
-def timed(command: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """(wall seconds, max RSS in MB of the command's process, stdout), RSS by GNU time when present."""
+def timed(command: list[str], env: dict | None = None) -> tuple[float, float, float, str]:
+    """(wall seconds, CPU seconds (user + system), max RSS in MB, stdout) of a command (GNU time when present)."""
     import tempfile
 
     with tempfile.NamedTemporaryFile(suffix=".rss") as rss_file:
-        wrapper = ["/usr/bin/time", "-f", "%M", "-o", rss_file.name] if Path("/usr/bin/time").exists() else []
+        wrapper = ["/usr/bin/time", "-f", "%M %U %S", "-o", rss_file.name] if Path("/usr/bin/time").exists() else []
         t0 = time.perf_counter()
-        proc = subprocess.run(wrapper + command, capture_output=True, text=True, env=env, check=False)
+        # From a neutral folder: the package on PYTHONPATH is the one imported, not the current folder's.
+        proc = subprocess.run(wrapper + command, capture_output=True, text=True, env=env, check=False, cwd=CACHE)
         seconds = time.perf_counter() - t0
         text = Path(rss_file.name).read_text().strip().splitlines() if wrapper else []
     if proc.returncode != 0:
         raise SystemExit(f"{command[0]} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    rss_mb = float(text[-1]) / 1024 if text and text[-1].isdigit() else float("nan")
-    return seconds, rss_mb, proc.stdout
+    fields = text[-1].split() if text else []
+    if len(fields) == 3:
+        return seconds, float(fields[1]) + float(fields[2]), float(fields[0]) / 1024, proc.stdout
+    return seconds, float("nan"), float("nan"), proc.stdout
 
 
 IMPORT_CODE = """
 import sys, time, json, resource
 from medseg.io._dicom_seg import read_seg
 import highdicom, pydicom  # library imports are not the import's work
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 result = read_seg(sys.argv[1], sys.argv[2])
-seconds = time.perf_counter() - t0
-print(json.dumps({"seconds": seconds, "segments": len(result.segments),
+seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+print(json.dumps({"seconds": seconds, "cpu": cpu, "segments": len(result.segments),
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
+
+
+def baseline(revision: str, folder: Path) -> Path:
+    """The ``medseg`` package of git ``revision``, extracted under ``folder`` (the work tree is untouched)."""
+    target = folder / f"medseg-{revision.replace('/', '_')}"
+    if not (target / "medseg").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "medseg"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--before", metavar="REV", help="also run medseg as of git revision REV (the baseline)")
     args = parser.parse_args()
     for tool in ("itkimage2segimage", "segimage2itkimage"):
         if not (BIN / tool).exists():
@@ -136,59 +161,73 @@ def main() -> int:
     case = make_case()
     out = CACHE / "seg_out"
     out.mkdir(exist_ok=True)
-    medseg = [sys.executable, "-m", "medseg.cli.main"]
-    variants = {
-        "medseg export BINARY": medseg + ["export-seg", str(case / "labels.nii.gz"), "--lesions",
-                                          str(case / "lesions.nii.gz"), "--dicom", str(case / "ct"),
-                                          "-o", str(out / "binary.dcm"), "--algorithm", "bench:1"],
-        "dcmqi export BINARY": [str(BIN / "itkimage2segimage"), "--inputImageList", str(case / "dcmqi_labels.nii.gz"),
-                                "--inputDICOMDirectory", str(case / "ct"), "--inputMetadata",
-                                str(case / "dcmqi_meta.json"), "--outputDICOM", str(out / "dcmqi_binary.dcm")],
-        "medseg export LABELMAP": medseg + ["export-seg", str(case / "labels.nii.gz"), "--lesions",
-                                            str(case / "lesions.nii.gz"), "--dicom", str(case / "ct"),
-                                            "-o", str(out / "labelmap.dcm"), "--labelmap", "--algorithm", "bench:1"],
-        "dcmqi export LABELMAP": [str(BIN / "itkimage2segimage"), "--inputImageList",
-                                  str(case / "dcmqi_labels.nii.gz"), "--inputDICOMDirectory", str(case / "ct"),
-                                  "--inputMetadata", str(case / "dcmqi_meta.json"), "--outputDICOM",
-                                  str(out / "dcmqi_labelmap.dcm"), "--segmentationType", "labelmap"],
-    }
-    imports = {
-        "medseg read_seg BINARY": [sys.executable, "-c", IMPORT_CODE, str(out / "binary.dcm"), str(case / "ct")],
-        "medseg read_seg LABELMAP": [sys.executable, "-c", IMPORT_CODE, str(out / "labelmap.dcm"), str(case / "ct")],
-        "medseg import-seg BINARY": medseg + ["import-seg", str(out / "binary.dcm"), "--dicom", str(case / "ct"),
-                                              "-o", str(out / "back.nii")],
-        "dcmqi segimage2itkimage BINARY": [str(BIN / "segimage2itkimage"), "--inputDICOM",
-                                           str(out / "dcmqi_binary.dcm"), "--outputDirectory", str(out / "dcmqi_back"),
-                                           "-t", "nifti", "--mergeSegments"],
-    }
     (out / "dcmqi_back").mkdir(exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    times: dict[str, list[float]] = {name: [] for name in (*variants, *imports)}
+    medseg = [sys.executable, "-m", "medseg.cli.main"]
+    ct = str(case / "ct")
+    export = medseg + ["export-seg", str(case / "labels.nii.gz"), "--lesions", str(case / "lesions.nii.gz"),
+                       "--dicom", ct, "--algorithm", "bench:1", "-o"]
+    dcmqi_export = [str(BIN / "itkimage2segimage"), "--inputImageList", str(case / "dcmqi_labels.nii.gz"),
+                    "--inputDICOMDirectory", ct, "--inputMetadata", str(case / "dcmqi_meta.json"), "--outputDICOM"]
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
+    envs = {"": env}
+    if args.before:
+        envs[" (before)"] = {**env, "PYTHONPATH": str(baseline(args.before, CACHE / "baselines"))}
+    variants: list[tuple[str, list[str], dict]] = []
+    for kind, flag in (("BINARY", []), ("LABELMAP", ["--labelmap"])):
+        for tag, variant_env in envs.items():
+            name = "binary" if kind == "BINARY" else "labelmap"
+            variants.append((f"medseg export {kind}{tag}", export + [str(out / f"{name}{tag.strip(' ()')}.dcm")] + flag,
+                             variant_env))
+        variants.append((f"dcmqi export {kind}", dcmqi_export + [str(out / f"dcmqi_{kind.lower()}.dcm")] +
+                         ([] if kind == "BINARY" else ["--segmentationType", "labelmap"]), env))
+    for kind in ("BINARY", "LABELMAP"):
+        for tag, variant_env in envs.items():
+            variants.append((f"medseg read_seg {kind}{tag}", [sys.executable, "-c", IMPORT_CODE,
+                                                                  str(out / f"{kind.lower()}.dcm"), ct], variant_env))
+    variants.append(("medseg import-seg BINARY", medseg + ["import-seg", str(out / "binary.dcm"), "--dicom", ct,
+                                                          "-o", str(out / "back.nii")], env))
+    variants.append(("dcmqi segimage2itkimage BINARY", [str(BIN / "segimage2itkimage"), "--inputDICOM",
+                                                        str(out / "dcmqi_binary.dcm"), "--outputDirectory",
+                                                        str(out / "dcmqi_back"), "-t", "nifti", "--mergeSegments"],
+                     env))
+    wall: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+    cpu: dict[str, list[float]] = {name: [] for name, _, _ in variants}
     rss: dict[str, float] = {}
+    loads = [os.getloadavg()[0]]
     for _ in range(args.repeats):
-        for name, command in variants.items():
-            seconds, peak, _ = timed(command, env)
-            times[name].append(seconds)
-            rss[name] = max(rss.get(name, 0.0), peak)
-        for name, command in imports.items():
-            seconds, peak, stdout = timed(command, env)
+        for name, command, variant_env in variants:
+            seconds, used, peak, stdout = timed(command, variant_env)
             if "read_seg" in name:
                 record = json.loads(stdout.strip().splitlines()[-1])
-                seconds, peak = record["seconds"], record["rss_mb"]
-            times[name].append(seconds)
+                seconds, used, peak = record["seconds"], record["cpu"], record["rss_mb"]
+            wall[name].append(seconds)
+            cpu[name].append(used)
             rss[name] = max(rss.get(name, 0.0), peak)
-    cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False)
-                .stdout.splitlines() if line.startswith("Model name")), platform.processor())
-    print(f"CPU: {cpu}; {os.cpu_count()} cores; Python {platform.python_version()}; {args.repeats} rounds")
-    print(f"{'variant':<34} {'median s':>9} {'min s':>7} {'max RSS MB':>11}")
-    for name, values in times.items():
-        print(f"{name:<34} {statistics.median(values):>9.2f} {min(values):>7.2f} {rss[name]:>11.0f}")
+        loads.append(os.getloadavg()[0])
+    cpu_model = next((line.split(":", 1)[1].strip() for line in subprocess.run(
+        ["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines() if line.startswith("Model name")),
+        platform.processor())
+    print(f"CPU: {cpu_model}; {os.cpu_count()} cores; Python {platform.python_version()}; {args.repeats} rounds; "
+          f"1-minute load average {min(loads):.1f}-{max(loads):.1f} during the rounds")
+    print(f"{'variant':<36} {'median s':>9} {'min s':>7} {'CPU s':>7} {'max RSS MB':>11}")
+    for name, values in wall.items():
+        print(f"{name:<36} {median(values):>9.2f} {min(values):>7.2f} {median(cpu[name]):>7.2f} {rss[name]:>11.0f}")
+
+    def ratio(a: str, b: str, table: dict[str, list[float]]) -> float:
+        return median([x / y for x, y in zip(table[a], table[b])])
+
     for kind in ("BINARY", "LABELMAP"):
-        ratios = [m / d for m, d in zip(times[f"medseg export {kind}"], times[f"dcmqi export {kind}"])]
-        print(f"export {kind}: medseg / dcmqi = {statistics.median(ratios):.2f}x (median of per-round ratios; "
-              "target <= 0.5x)")
+        print(f"export {kind}: medseg / dcmqi = {ratio(f'medseg export {kind}', f'dcmqi export {kind}', wall):.2f}x "
+              f"wall, {ratio(f'medseg export {kind}', f'dcmqi export {kind}', cpu):.2f}x CPU (median of per-round "
+              "ratios; target <= 0.5x)")
+        if args.before:
+            print(f"  before: {ratio(f'medseg export {kind} (before)', f'dcmqi export {kind}', wall):.2f}x wall; "
+                  f"after / before = {ratio(f'medseg export {kind}', f'medseg export {kind} (before)', wall):.2f}x")
     for kind in ("BINARY", "LABELMAP"):
-        print(f"import {kind}: read_seg {statistics.median(times[f'medseg read_seg {kind}']):.2f} s (target <= 2 s)")
+        name = f"medseg read_seg {kind}"
+        print(f"import {kind}: read_seg {median(wall[name]):.2f} s wall, {median(cpu[name]):.2f} s CPU (target <= 2 s)"
+              + (f"; before {median(wall[name + ' (before)']):.2f} s, after / before = "
+                 f"{ratio(name, name + ' (before)', wall):.2f}x" if args.before else ""))
     sizes = {p.name: p.stat().st_size / 1e6 for p in out.glob("*.dcm")}
     print("file sizes MB: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(sizes.items())))
     return 0

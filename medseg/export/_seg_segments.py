@@ -25,11 +25,11 @@ import numpy as np
 
 from medseg.errors import InputError
 from medseg.export.codes import SegmentCodes, codes_for
-from medseg.io._dicom_seg import value_counts
+from medseg.io._dicom_seg_series import sparse_nonzero
 from medseg.labels import LabelSet, canonical_name, label_colour
 from medseg.volume import Volume
 
-__all__ = ["MARK", "PlannedSegment", "SegmentPlan", "plan_segments", "segment_array"]
+__all__ = ["MARK", "PlannedSegment", "SegmentPlan", "plan_segments", "segment_array", "segment_maps", "segment_presence"]
 
 MARK = "[medseg]"
 
@@ -56,9 +56,13 @@ class SegmentPlan:
     overlap: bool
     overlap_example: str = ""
     warnings: list[str] = field(default_factory=list)
-    #: Lesion voxels as indices into the maps raveled in (slice, row, column) C order, and their ids.
+    #: Voxels of each label value on each slice k: (n_k, max value + 1).
+    slice_counts: np.ndarray | None = None
+    #: Lesion voxels as indices into the maps raveled in (slice, row, column) C order, their ids and
+    #: the label values under them.
     lesion_where: np.ndarray | None = None
     lesion_ids: np.ndarray | None = None
+    lesion_under: np.ndarray | None = None
 
 
 def _check_labels(array: np.ndarray, where: str) -> np.ndarray:
@@ -74,6 +78,16 @@ def _check_labels(array: np.ndarray, where: str) -> np.ndarray:
     return array
 
 
+def _slice_counts(array: np.ndarray) -> np.ndarray:
+    """Voxels of each value on each slice k of an (i, j, k) map: (n_k, max + 1), a slice at a time
+    (``np.bincount`` copies its input to int64: one slice, not the volume)."""
+    top = int(array.max()) if array.size else 0
+    out = np.zeros((array.shape[2], top + 1), np.int64)
+    for k in range(array.shape[2]):
+        out[k] = np.bincount(array[:, :, k].ravel(order="K"), minlength=top + 1)
+    return out
+
+
 def _lesion_voxels(labels: np.ndarray, lesions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(index, lesion id, label value) of every lesion voxel, reading only those voxels.
 
@@ -81,7 +95,7 @@ def _lesion_voxels(labels: np.ndarray, lesions: np.ndarray) -> tuple[np.ndarray,
     views, no copies, for the F-ordered arrays NIfTI and DICOM reads give.
     """
     flat_lesions = np.ravel(lesions, order="F")
-    where = np.flatnonzero(flat_lesions)
+    where = sparse_nonzero(flat_lesions)
     return where, flat_lesions[where].astype(np.int64), np.ravel(labels, order="F")[where].astype(np.int64)
 
 
@@ -89,7 +103,8 @@ def plan_segments(labels: Volume, lesions: Volume | None, *, labels_name: str = 
                   lesions_name: str = "lesions") -> SegmentPlan:
     """The segments of a SEG made from ``labels`` (with its ``label_set``) and optional ``lesions``."""
     labels_array = _check_labels(labels.array, labels_name)
-    counts = value_counts(labels_array)
+    slice_counts = _slice_counts(labels_array)
+    counts = slice_counts.sum(axis=0)
     label_set = labels.label_set or LabelSet({0: "background"})
     warnings: list[str] = []
     unnamed = [v for v in np.flatnonzero(counts).tolist() if v and v not in label_set.values]
@@ -97,7 +112,7 @@ def plan_segments(labels: Volume, lesions: Volume | None, *, labels_name: str = 
         warnings.append(f"{labels_name}: values {unnamed[:10]} have no class name (no labels.json); their segments "
                         "are called 'label N'")
     lesion_classes = set(label_set.lesion_values())
-    where = ids = None
+    where = ids = under = None
     claims: dict[int, int] = {}  # lesion id -> the lesion class value all its voxels carry
     claimed_voxels: dict[int, int] = {}  # class value -> voxels claimed by lesions
     lesion_counts = np.zeros(1, np.int64)
@@ -145,7 +160,64 @@ def plan_segments(labels: Volume, lesions: Volume | None, *, labels_name: str = 
     if unknown:
         warnings.append(f"no SNOMED CT code known for {', '.join(repr(n) for n in unknown)}: written as generic "
                         "'Tissue' (rename the class to a known name, e.g. 'liver', for a specific code)")
-    return SegmentPlan(segments, overlap, example, warnings, where, ids)
+    return SegmentPlan(segments, overlap, example, warnings, slice_counts, where, ids, under)
+
+
+def _lookup(plan: SegmentPlan, top: int, kind: str) -> np.ndarray:
+    """value (or lesion id) -> segment number, in the smallest type that holds every number."""
+    dtype = np.uint8 if len(plan.segments) <= 255 else np.uint16
+    chosen = [s for s in plan.segments if s.kind == kind]
+    key = (lambda s: s.value) if kind == "class" else (lambda s: s.lesion_id)
+    lut = np.zeros(max([top, *(key(s) for s in chosen)]) + 1, dtype)
+    for s in chosen:
+        lut[key(s)] = s.number
+    return lut
+
+
+def segment_presence(plan: SegmentPlan) -> np.ndarray:
+    """``(n_k, max segment number + 1)`` booleans: the segment has voxels on slice k (from the plan's counts)."""
+    n_k = plan.slice_counts.shape[0]
+    found = np.zeros((n_k, len(plan.segments) + 1), bool)
+    classes = [s for s in plan.segments if s.kind == "class"]
+    counts = plan.slice_counts.copy()
+    if plan.lesion_where is not None and plan.lesion_where.size:
+        per_slice = int(plan.slice_counts[0].sum())
+        claiming = np.zeros(int(plan.lesion_ids.max()) + 1, bool)
+        number_of = np.zeros(claiming.size, np.int64)
+        for s in plan.segments:
+            if s.kind == "lesion":
+                claiming[s.lesion_id], number_of[s.lesion_id] = s.value is not None, s.number
+        k = plan.lesion_where // per_slice
+        found[k, number_of[plan.lesion_ids]] = True
+        chosen = claiming[plan.lesion_ids]  # their voxels are not in the class segment
+        np.subtract.at(counts, (k[chosen], plan.lesion_under[chosen]), 1)
+    for s in classes:
+        found[:, s.number] = counts[:, s.value] > 0
+    return found
+
+
+def segment_maps(plan: SegmentPlan, labels: Volume, lesions: Volume | None) -> tuple[np.ndarray, tuple | None]:
+    """The segments as a (slice, row, column) segment-number map, and the lesion voxels that overlap it.
+
+    Without overlap every segment is in the map (as :func:`segment_array` makes it). With overlap
+    (lesions drawn over classes, BINARY only) the map holds the class segments, without the voxels
+    of lesions that claim them, and the lesion segments come as ``(flat index, segment number)``
+    of their voxels: two maps' worth of memory instead of a byte per voxel per segment.
+    """
+    if not plan.overlap:
+        return segment_array(plan, labels, lesions), None
+    labels_t = labels.array.transpose(2, 1, 0)
+    top = int(labels_t.max()) if labels_t.size else 0
+    array = np.ascontiguousarray(_lookup(plan, top, "class")[labels_t])
+    if plan.lesion_where is None or not plan.lesion_where.size:
+        return array, None
+    lesion_lut = _lookup(plan, int(plan.lesion_ids.max()), "lesion")
+    claiming = np.zeros(lesion_lut.size, bool)
+    for s in plan.segments:
+        if s.kind == "lesion":
+            claiming[s.lesion_id] = s.value is not None
+    array.reshape(-1)[plan.lesion_where[claiming[plan.lesion_ids]]] = 0  # the class segment leaves them out
+    return array, (plan.lesion_where, lesion_lut[plan.lesion_ids].astype(np.int64))
 
 
 def segment_array(plan: SegmentPlan, labels: Volume, lesions: Volume | None) -> np.ndarray:
