@@ -19,7 +19,7 @@ from pathlib import Path
 from medseg.errors import InputError, option
 from medseg.io._atomic import atomic_output, refuse_overwriting_inputs, write_text_atomic
 from medseg.io._formats import WRITABLE_SUFFIXES, guess_format, is_dicom_seg
-from medseg.io._series import SeriesInfo, select_series
+from medseg.io._series import SeriesInfo
 from medseg.progress import CancelToken, ProgressCallback
 from medseg.volume import Volume
 

@@ -33,7 +33,7 @@ from medseg.io._series import SeriesInfo, select_series
 from medseg.progress import CancelToken, ProgressCallback
 from medseg.volume import SourceInfo, Volume
 
-__all__ = ["scan_dicom", "read_dicom"]
+__all__ = ["scan_dicom", "read_dicom", "choose_series"]
 
 
 def _common_folder(paths: list[str]) -> str:
@@ -250,10 +250,14 @@ def _four_d(candidates: list[SeriesInfo], where: str) -> InputError | None:
                       f"or {option('series', repr(c0.key))}")
 
 
-def read_dicom(path: Path, series: str | int | None, *, allow_gaps: bool, allow_2d: bool,
-               progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Volume:
-    """Read one 3D volume from a DICOM file or folder (see :func:`medseg.io.load_volume`)."""
-    path = Path(path)
+def choose_series(path: Path, series: str | int | None, *, allow_gaps: bool, allow_2d: bool,
+                  progress: ProgressCallback | None = None) -> tuple[VolumePlan, SeriesInfo, HeaderScan]:
+    """The series :func:`read_dicom` reads, from headers only: ``(plan, info, scan)``.
+
+    Raises the one-line error of a folder with several series (without ``series``), a 4D series,
+    a non-image object or an unreadable series. Also used where a series' grid is needed without
+    its pixels (DICOM SEG export and import).
+    """
     where = str(path)
     scan, plans, infos = _scan(path, progress)
     allowed = ({"2d"} if allow_2d else set()) | ({"gaps"} if allow_gaps else set())
@@ -274,11 +278,19 @@ def read_dicom(path: Path, series: str | int | None, *, allow_gaps: bool, allow_
     plan = plans[chosen.index]
     if not chosen.readable:
         raise _explain(chosen, plan, where, scan, allowed)
+    return plan, chosen, scan
+
+
+def read_dicom(path: Path, series: str | int | None, *, allow_gaps: bool, allow_2d: bool,
+               progress: ProgressCallback | None = None, cancel: CancelToken | None = None) -> Volume:
+    """Read one 3D volume from a DICOM file or folder (see :func:`medseg.io.load_volume`)."""
+    path = Path(path)
+    plan, chosen, scan = choose_series(path, series, allow_gaps=allow_gaps, allow_2d=allow_2d, progress=progress)
     from medseg.io._dicom_pixels import decode_volume
 
     geo = plan.geometry
     array = decode_volume(plan.frames, geo.grid_k, geo.n_slices, progress=progress, cancel=cancel,
-                          where=where)
+                          where=str(path))
     return Volume(array, geo.affine, plan.frames[0].meta.modality, _source(plan, chosen, scan))
 
 

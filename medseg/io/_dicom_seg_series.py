@@ -8,14 +8,12 @@ returns the reader's parsed headers, which the exporter reuses instead of parsin
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import warnings as _warnings
 from pathlib import Path
 
 import numpy as np
 
-from medseg.errors import InputError
 from medseg.volume import Volume
 
 __all__ = ["quiet_pydicom", "read_series_header", "series_plan", "small_pages", "sparse_nonzero", "value_counts"]
@@ -113,30 +111,10 @@ def series_plan(path: str | os.PathLike, series: str | int | None = None, *, all
                 allow_2d: bool = False):
     """(header-only Volume, the reader's VolumePlan with every slice's parsed header)."""
     from medseg.io import _dicom
-    from medseg.io._series import select_series
 
     path = Path(path)
-    where = str(path)
-    # The selection below is load_volume's (medseg.io._dicom.read_dicom) without the decode.
-    scan, plans, infos = _dicom._scan(path, None)
-    allowed = ({"2d"} if allow_2d else set()) | ({"gaps"} if allow_gaps else set())
-    adjusted = [dataclasses.replace(i, readable=not (set(i.extra["problem_codes"]) - allowed)) for i in infos]
-    images = [i for i in adjusted if i.extra.get("image")]
-    readable = [i for i in adjusted if i.readable]
-    if series is None and len(readable) != 1:
-        if len(images) == 1:
-            readable = images
-        else:
-            four_d = _dicom._four_d(readable or images, where)
-            if four_d is not None:
-                raise four_d
-    chosen = readable[0] if series is None and len(readable) == 1 else select_series(adjusted, series, where)
-    if not chosen.extra.get("image"):
-        raise InputError(where, f"series {chosen.index} ({chosen.key}) is {chosen.problems[0]}",
-                         "choose an image series (see `medseg info`)")
-    plan = plans[chosen.index]
-    if not chosen.readable:
-        raise _dicom._explain(chosen, plan, where, scan, allowed)
+    # load_volume's choice of series (medseg.io._dicom.read_dicom), without the decode.
+    plan, chosen, scan = _dicom.choose_series(path, series, allow_gaps=allow_gaps, allow_2d=allow_2d)
     shape = (plan.frames[0].cols, plan.frames[0].rows, plan.geometry.n_slices)
     zeros = np.broadcast_to(np.zeros((), np.int16), shape)
     volume = Volume(zeros, plan.geometry.affine, plan.frames[0].meta.modality, _dicom._source(plan, chosen, scan))
