@@ -4,7 +4,9 @@ Layers are placed in world RAS millimetres (spacing as ``scale``, origin as ``tr
 residual direction as ``rotate``, axis order and flips as a view of the data: see
 :mod:`napari_plugin._geometry`), so layers from different grids overlay where they are in the
 patient and napari's brush works in mm. Widgets: Segment (``run_case`` in a worker), Lesion table,
-Save case, View (planes and CT windows). User guide: ``docs/napari.md``.
+Correct (slice-by-slice operations in napari's one undo history, auto-saved for recovery), Review
+(slices and lesions reviewed, coverage), Save case, View (planes and CT windows). DICOM SEG and
+RTSTRUCT files open as layers; labels save as a DICOM SEG. User guide: ``docs/napari.md``.
 """
 
 from napari_plugin._layers import layer_data_from_volume, volume_from_layer

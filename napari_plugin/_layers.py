@@ -90,6 +90,11 @@ class LayerInfo:
     lesion_rows : list of LesionMeasurement or None
         The lesion table computed with the map (by the model run, or stored in the case), so the
         table widget need not measure again; None when unknown.
+    session : ScanSession or None
+        The correction session of the scan (``napari_plugin._corrections``), once one started.
+    rows_edits : int
+        The value of ``edits`` when ``lesion_rows`` were last brought up to date (the rows describe
+        the map exactly while the two are equal).
     """
 
     role: str
@@ -105,6 +110,8 @@ class LayerInfo:
     reviewed: set[int] = field(default_factory=set)
     proposal: Any = None
     lesion_rows: list[Any] | None = None
+    session: Any = None
+    rows_edits: int = -1
 
     def describe(self) -> dict[str, Any]:
         """Plain data (for a session file or a bug report)."""
@@ -340,7 +347,7 @@ def volume_from_layer(layer: Any, *, reference: Any = None, grid: Any = None) ->
             raise InputError(name, f"has shape {tuple(np.shape(data))}, the image {ref_name} has "
                              f"{ref_info.geometry.layer_shape}", "draw the labels on the image's own grid")
         info = replace(ref_info, role="labels", label_set=None, provenance=None, edits=0, notes=[],
-                       reviewed=set(), proposal=None, lesion_rows=None, renumbered={})
+                       reviewed=set(), proposal=None, lesion_rows=None, renumbered={}, session=None)
     if info is None:
         raise InputError(name, "was not opened or made by medseg, so its grid in the patient is unknown",
                          "open the image with the medseg reader and draw labels on a layer made from it")

@@ -17,6 +17,7 @@ OPTION_LABELS = {
     "model": "Model",
     "trust_bundle": "Trust the bundle's code",
     "device": "Device",
+    "backend": "Back-end",
     "tta": "Test-time augmentation",
     "roi_size": "Window size",
     "overlap": "Window overlap",

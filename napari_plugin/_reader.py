@@ -9,6 +9,8 @@ names and DICOM UIDs attached once, at the IO boundary) and becomes layers throu
   (:class:`napari_plugin._widgets.series.SeriesPicker`); nothing is read until one is chosen.
 * A **label map** opened over images must lie on the grid of one of them; otherwise nothing is
   added (labels shifted by millimetres would be read as wrong anatomy, silently).
+* A **DICOM SEG** opens on the grid of the open DICOM image it references (else on its own grid),
+  an **RTSTRUCT** with the CT series beside it (:mod:`napari_plugin._reader_dicom`).
 * **Bad input** (no image in a folder, a damaged case, an unreadable file) gives one notification
   with medseg's message and adds nothing (``[(None,)]``, napari's "nothing to add").
 """
@@ -24,7 +26,13 @@ from medseg.errors import InputError, MedsegError
 from medseg.io._formats import guess_format
 from medseg.volume import Volume
 from napari_plugin._geometry import layer_geometry, same_world_grid
-from napari_plugin._layers import layer_data_from_volume, layer_info, looks_like_labels, rows_from_records
+from napari_plugin._layers import (
+    LayerInfo,
+    layer_data_from_volume,
+    layer_info,
+    looks_like_labels,
+    rows_from_records,
+)
 from napari_plugin._notify import notify_error, notify_warning
 from napari_plugin._view import axial_when_added
 
@@ -99,8 +107,8 @@ def read(path: str | list[str]) -> list[tuple]:
 def announce(layer_data: list[tuple]) -> None:
     """Tell the user what napari cannot show exactly (oblique grids) or what was changed (ids)."""
     for data in layer_data:
-        if len(data) < 2:
-            continue
+        if len(data) < 2 or not isinstance(data[1].get("metadata", {}).get("medseg"), LayerInfo):
+            continue  # nothing, or not a medseg layer (RTSTRUCT contours)
         info = data[1]["metadata"]["medseg"]
         if info.geometry.problem():
             notify_warning(f"{data[1]['name']}: {info.geometry.problem()}")
@@ -118,6 +126,18 @@ def _read(path: Path, viewer: Any) -> list[tuple]:
         if (path / FILES["labels"]).is_file() and (path / FILES["names"]).is_file():
             return read_case_layers(path, require_manifest=False)
         return _read_dicom_folder(path, viewer)
+    if guess_format(path) == "dicom":
+        from medseg.io._formats import is_dicom_seg
+        from medseg.io._rtstruct import is_rtstruct
+
+        if is_dicom_seg(path):
+            from napari_plugin._reader_dicom import read_seg_layers
+
+            return read_seg_layers(path, viewer)
+        if is_rtstruct(path):
+            from napari_plugin._reader_dicom import read_rtstruct_layers
+
+            return read_rtstruct_layers(path)
     return read_volume_layers(path, viewer)
 
 

@@ -29,7 +29,7 @@ from medseg.volume import Volume
 from napari_plugin._layers import MEDSEG, LayerInfo, volume_from_layer
 from napari_plugin._notify import notify_error, notify_info
 
-__all__ = ["correction_provenance", "save_case", "write_case_folder", "write_labels"]
+__all__ = ["add_to_training_set", "correction_provenance", "save_case", "write_case_folder", "write_labels"]
 
 
 def _info(layer: Any) -> LayerInfo | None:
@@ -235,7 +235,8 @@ def save_case(folder: str | os.PathLike, *, labels: Any, lesions: Any = None, im
     reviewed = set(lesions_info.reviewed) if lesions_info else set()
     reviewed_before = {int(i) for i in (base.get("review") or {}).get("reviewed_lesions") or []}
     same_case = bool(base.get("case_path")) and existing and Path(base["case_path"]).resolve() == folder.resolve()
-    if same_case and known and not edited and reviewed == reviewed_before:
+    session = next((i.session for i in infos if i.session is not None), None)
+    if same_case and known and not edited and reviewed == reviewed_before and not (session and session.changes):
         notify_info(f"medseg: no changes since version {read_case(folder).version} of {folder}; nothing written")
         return folder
     if existing:
@@ -259,13 +260,85 @@ def save_case(folder: str | os.PathLike, *, labels: Any, lesions: Any = None, im
         reviewed=reviewed, kind=kind,
         n_lesions=None if table is None else len(table), renumbered=lesions_info.renumbered if lesions_info else None)
     provenance["correction" if kind == "correction" else "import"]["voxels_changed"] = changed
+    session = next((i.session for i in infos if i.session is not None), None)
+    if session is not None:
+        _add_session(provenance, session, kind, table)
     write_case(folder, labels=labels_volume, provenance=provenance, kind=kind, lesions=lesions_volume,
                lesion_table=table, image=image_volume if store_image else None, plots=plots, inputs=inputs,
                command="napari: medseg Save case")
     _saved(infos, folder, read_case(folder).provenance)
+    if session is not None:
+        session.saved(str(folder), read_case(folder).version)
     if lesions_info is not None and table is not None:
         lesions_info.lesion_rows = list(table.rows)
     return folder
+
+
+def _add_session(provenance: dict[str, Any], session: Any, kind: str, table: Any) -> None:
+    """The correction session's log (every operation, undo and redo) and review marks (slices per
+    axis, coverage) into the provenance of the version being saved."""
+    key = "correction" if kind == "correction" else "import"
+    provenance[key].update(session.core.provenance())
+    present = [row.id for row in table.rows] if table is not None else None
+    review = session.core.review.to_dict(present)
+    provenance["review"].update({k: v for k, v in review.items() if k != "reviewed_lesions"})
+
+
+def add_to_training_set(folder: str | os.PathLike, session: Any, viewer: Any, *, author: str | None = None) -> Path:
+    """Write the scan's image + corrected labels (+ lesions) + provenance as a case in a training folder.
+
+    ``medseg train FOLDER --from default`` (:func:`medseg.training.discover_cases`) reads such a
+    folder of cases. The case is ``FOLDER/<name>`` (the case's or image's name; an existing case of
+    this scan gets a new version, another scan's name gets a suffix), kind ``"correction"``, with the
+    image stored (training needs it) and the session's operations in its provenance.
+
+    Raises
+    ------
+    InputError
+        No organ labels in the session, no image of this scan open, a folder inside an input.
+    """
+    from medseg.case import is_case, write_case
+    from medseg.lesions import instances_from_map, lesion_table
+    from napari_plugin._geometry import same_world_grid
+
+    labels_layer = session.layers.get("labels")
+    if labels_layer is None:
+        raise InputError("add to training set", "the scan has no organ label layer", "open or compute its organ labels")
+    info = _info(labels_layer)
+    image_layer = next((layer for layer in viewer.layers if _info(layer) is not None and _info(layer).role == "image"
+                        and same_world_grid(_info(layer).geometry, info.geometry)), None)
+    if image_layer is None:
+        raise InputError("add to training set", f"no image of {labels_layer.name}'s scan is open (training needs it)",
+                         "open the image the labels were made on")
+    image = _contiguous(volume_from_layer(image_layer))
+    labels = _named(_contiguous(volume_from_layer(labels_layer, grid=image_layer)))
+    lesions_layer = session.layers.get("lesions")
+    lesions = _contiguous(volume_from_layer(lesions_layer, grid=image_layer)) if lesions_layer is not None else None
+    name = Path(info.case_path).name if info.case_path else image_layer.name
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "case"
+    target = Path(folder) / name
+    suffix = 1
+    while target.exists() and not (is_case(target) and _same_grid_case(target, labels)):
+        suffix += 1
+        target = Path(folder) / f"{name}-{suffix}"
+    table = lesion_table(instances_from_map(lesions), image=image, organs=labels) if lesions is not None else None
+    provenance = correction_provenance(dict(info.provenance or {}, case_path=info.case_path), labels=labels, image=image,
+                                       author=author or getpass.getuser(), reviewed=set(session.core.review.lesions),
+                                       n_lesions=None if table is None else len(table), kind="correction")
+    _add_session(provenance, session, "correction", table)
+    provenance["correction"]["training_set"] = {"folder": str(Path(folder).resolve()), "from_case": info.case_path}
+    provenance["command"] = "napari: medseg Add to training set"
+    write_case(target, labels=labels, provenance=provenance, kind="correction", lesions=lesions, lesion_table=table,
+               image=image, plots=False, inputs=_inputs(labels, image), command="napari: medseg Add to training set")
+    return target
+
+
+def _same_grid_case(folder: Path, labels: Volume) -> bool:
+    try:
+        _same_scan(folder, labels)
+    except InputError:
+        return False
+    return True
 
 
 def _saved(infos: list[LayerInfo], folder: Path, provenance: dict[str, Any]) -> None:

@@ -666,3 +666,22 @@ def test_bad_input_is_one_notification_and_nothing_is_added_or_lost(make_napari_
     assert saver.save() is None
     assert "lies inside the input folder" in errors()[-1] and errors()[-1].startswith(str(dicom))
     assert sorted((p.name, p.stat().st_size) for p in dicom.iterdir()) == files
+
+
+def test_segment_widget_offers_the_back_ends_run_case_takes(make_napari_viewer):
+    import inspect
+
+    from medseg.errors import MedsegError, option
+    from medseg.pipeline import run_case
+    from napari_plugin._notify import message
+
+    viewer = make_napari_viewer()
+    viewer.open(str(PHANTOM / "ct.nii.gz"), plugin="medseg")
+    _, widget = viewer.window.add_plugin_dock_widget("medseg", "Segment")
+    takes = "backend" in inspect.signature(run_case).parameters
+    assert (not widget.backend.native.isHidden()) == takes and widget.backend.choices == (
+        "auto", "torch", "openvino", "onnxruntime")
+    widget.backend.value = "torch"
+    assert widget.options().get("backend") == ("torch" if takes else None)
+    error = MedsegError(option("backend", "tpu"), "is not a back-end", "use auto, torch, openvino, onnxruntime")
+    assert message(error) == '"Back-end" (tpu): is not a back-end. Use auto, torch, openvino, onnxruntime'

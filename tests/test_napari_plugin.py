@@ -63,9 +63,11 @@ def test_manifest_declares_reader_writers_sample_and_widgets_and_validates():
     assert manifest.name == "medseg"
     contributions = manifest.contributions
     assert [r.command for r in contributions.readers] == ["medseg.get_reader"]
-    assert {w.command for w in contributions.writers} == {"medseg.write_labels", "medseg.write_case"}
+    assert {w.command for w in contributions.writers} == {"medseg.write_labels", "medseg.write_case",
+                                                          "medseg.write_dicom_seg"}
     assert [s.key for s in contributions.sample_data] == ["phantom"]
-    assert {w.display_name for w in contributions.widgets} == {"Segment", "Lesion table", "Save case", "View"}
+    assert {w.display_name for w in contributions.widgets} == {"Segment", "Lesion table", "Save case", "View",
+                                                               "Correct", "Review"}
     for command in contributions.commands:
         module, func = command.python_name.split(":")
         assert callable(getattr(__import__(module, fromlist=[func]), func)), command.python_name

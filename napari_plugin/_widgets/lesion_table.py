@@ -129,6 +129,7 @@ class LesionTableWidget(Container):
             known = layer_info(layer).lesion_rows
             if known is not None and _rows_match(volume_from_layer(layer).array, known):
                 self.rows = {row.id: row for row in known}
+                layer_info(layer).rows_edits = layer_info(layer).edits
             else:
                 self._measure_all_in_background()
         self._fill()
@@ -150,7 +151,10 @@ class LesionTableWidget(Container):
     def _set_rows(self, rows: Any) -> None:
         self.rows = {row.id: row for row in rows}
         if self.layer is not None:
-            layer_info(self.layer).lesion_rows = list(self.rows.values())
+            info = layer_info(self.layer)
+            info.lesion_rows = list(self.rows.values())
+            # Up to date with every edit so far (the Correct widget then trusts their boxes).
+            info.rows_edits = info.edits if not self._pending and not self._pending_full else -1
 
     def _measure_all_in_background(self) -> None:
         """Measure every lesion in a worker thread (a large map takes seconds); edits made

@@ -51,6 +51,11 @@ class SegmentWidget(Container):
         self.trust_bundle = CheckBox(text=OPTION_LABELS["trust_bundle"], value=False, visible=False)
         self.bundle_warning = Label(value=_BUNDLE_WARNING, visible=False)
         self.device = ComboBox(label=OPTION_LABELS["device"], choices=["auto", "cpu", "cuda"], value="auto")
+        # The inference back-end (docs/backends.md), shown when run_case takes one.
+        self.backend = ComboBox(label=OPTION_LABELS["backend"], choices=list(_BACKENDS), value="auto",
+                                visible=_run_case_takes("backend"),
+                                tooltip="auto: the fastest installed on this machine (measured once per model); "
+                                        "torch; openvino or onnxruntime (CPU, an exported copy of the model)")
         self.tta = CheckBox(text=OPTION_LABELS["tta"], value=False)
         self.lesions = CheckBox(text="Find lesions", value=True)
         self.min_volume = FloatSpinBox(label=OPTION_LABELS["min_volume_mm3"], value=defaults.min_volume_mm3,
@@ -65,7 +70,7 @@ class SegmentWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         super().__init__(widgets=[self.image, self.model, self.model_folder, self.trust_bundle, self.bundle_warning,
-                                  self.device, self.tta, self.lesions, self.min_volume, self.split, self.threads,
+                                  self.device, self.backend, self.tta, self.lesions, self.min_volume, self.split, self.threads,
                                   self.output,
                                   self.run_button, self.cancel_button, self.status], labels=True)
         self.bundle_warning.native.setWordWrap(True)
@@ -150,9 +155,12 @@ class SegmentWidget(Container):
             lesions = LesionOptions(min_volume_mm3=float(self.min_volume.value),
                                     split_h_mm=float(self.split.value) or None)
         output = str(self.output.value or "").strip()
-        return {"model": model, "device": self.device.value, "tta": bool(self.tta.value), "lesions": lesions,
-                "trust_bundle": bool(self.trust_bundle.value) and model != "default",
-                "output": output if output not in ("", ".") else None, "command": "napari: medseg Segment"}
+        options = {"model": model, "device": self.device.value, "tta": bool(self.tta.value), "lesions": lesions,
+                   "trust_bundle": bool(self.trust_bundle.value) and model != "default",
+                   "output": output if output not in ("", ".") else None, "command": "napari: medseg Segment"}
+        if _run_case_takes("backend"):
+            options["backend"] = self.backend.value
+        return options
 
     # --- running -------------------------------------------------------------------------------
     @property
@@ -268,6 +276,19 @@ class SegmentWidget(Container):
         if cancelled:
             self.status.value = "cancelled: nothing added"
             notify_info("medseg: segmentation cancelled; nothing was added")
+
+
+#: ``backend=`` values of :func:`medseg.pipeline.run_case` (``medseg.inference.backends.BACKENDS``, kept here
+#: so that opening the widget does not import the back-ends).
+_BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
+
+
+def _run_case_takes(name: str) -> bool:
+    import inspect
+
+    from medseg.pipeline import run_case
+
+    return name in inspect.signature(run_case).parameters
 
 
 def _default_threads() -> int:
