@@ -55,6 +55,7 @@ def _dice(pred: np.ndarray, ref: np.ndarray, value: int) -> float:
     return 2.0 * np.logical_and(a, b).sum() / max(a.sum() + b.sum(), 1)
 
 
+@pytest.mark.slow
 def test_default_model_segments_the_shipped_sample():
     from medseg.inference import segment
     from medseg.io import load_volume
@@ -72,6 +73,7 @@ def test_default_model_segments_the_shipped_sample():
         assert _dice(result.labels.array, reference, value) >= floor, name
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_default_model_on_the_held_out_real_ct(shared_data):
     from medseg.inference import segment

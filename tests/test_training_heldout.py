@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SAMPLE
 
 from medseg.labels import DEFAULT_ORGANS
 from medseg.training.heldout import keep_largest_components, markdown_table, reference_in_model_classes
@@ -27,6 +28,34 @@ def test_totalsegmentator_reference_is_merged_into_default_classes(shared_data):
     assert counts[DEFAULT_ORGANS.value_of("bone")] == np.isin(raw, bones).sum()
     assert counts[0] == (~np.isin(raw, [1, 2, 3, 5, 6, 7, 10, 11, 12, 13, 14, 52, 23, 24] + bones)).sum()
     assert merged.same_grid(ts)
+
+
+def test_totalsegmentator_style_phantom_map_is_merged_back_into_its_organs():
+    """The phantom's organs relabelled as TotalSegmentator (v2 ids and names) would label them:
+    lungs as lobes, bone as vertebrae and ribs, plus structures the default classes do not have.
+    Merging must give the phantom's own organ map back, voxel for voxel."""
+    from medseg.io import load_volume
+
+    organs = load_volume(SAMPLE / "organs.nii.gz")
+    o = organs.array
+    k = np.indices(o.shape)[2]
+    ts = np.zeros(o.shape, np.uint8)
+    for value, ts_id in {1: 5, 2: 1, 3: 2, 4: 3, 5: 6, 6: 7, 7: 52}.items():
+        ts[o == value] = ts_id
+    ts[(o == 8) & (k >= 62)], ts[(o == 8) & (k < 62)] = 12, 14   # right upper / lower lobe
+    ts[(o == 9) & (k >= 62)], ts[(o == 9) & (k < 62)] = 10, 11   # left upper / lower lobe
+    ts[(o == 10) & (k >= 40)], ts[(o == 10) & (k < 40) & (k >= 20)] = 31, 30  # L1, T12
+    ts[(o == 10) & (k < 20)] = 101  # a rib
+    background = np.argwhere(o == 0)
+    ts[tuple(background[:500].T)] = 117  # costal cartilages: not a default class
+    ts[tuple(background[-300:].T)] = 23  # right adrenal gland: not a default class
+    names = {0: "background", 1: "spleen", 2: "kidney_right", 3: "kidney_left", 5: "liver", 6: "stomach",
+             7: "pancreas", 10: "lung_upper_lobe_left", 11: "lung_lower_lobe_left", 12: "lung_upper_lobe_right",
+             14: "lung_lower_lobe_right", 23: "adrenal_gland_right", 30: "vertebrae_T12", 31: "vertebrae_L1",
+             52: "aorta", 101: "rib_left_9", 117: "costal_cartilages"}
+    merged = reference_in_model_classes(organs.with_array(ts), names, DEFAULT_ORGANS)
+    assert merged.same_grid(organs)
+    np.testing.assert_array_equal(merged.array, o)  # phantom values are DEFAULT_ORGANS values
 
 
 def test_keep_largest_components_drops_islands_but_not_skipped_classes():

@@ -130,3 +130,69 @@ def test_class_map_covers_every_totalsegmentator_and_amos_class(shared_data):
         "stomach": "stomach", "aorta": "aorta", "pancreas": "pancreas"}
     assert tissue_of("postcava (inferior vena cava)") == "vein"
 
+
+
+def _lung_map() -> tuple[np.ndarray, dict[int, str]]:
+    """Two lungs, a heart and an aorta between them, a vertebra: 3 mm voxels."""
+    gen = np.zeros((48, 40, 30), dtype=np.int32)
+    gen[4:20, 6:34, 2:28] = 14   # lung_lower_lobe_right (TotalSegmentator id)
+    gen[28:44, 6:34, 2:28] = 11  # lung_lower_lobe_left
+    gen[20:28, 20:32, 6:24] = 51  # heart
+    gen[22:26, 12:16, :] = 52    # aorta
+    gen[21:27, 2:8, :] = 30      # a vertebra
+    return gen, {14: "lung", 11: "lung", 51: "heart", 52: "artery", 30: "bone"}
+
+
+def test_lung_vessels_take_the_share_drawn_and_gravity_darkens_the_front():
+    gen, tissues = _lung_map()
+    hull = hull_distance_mm(gen > 0, (3.0, 3.0, 3.0))
+    lung = np.isin(gen, [14, 11])
+    flat = synthesize_ct(gen, tissues, hull, rng=np.random.default_rng(2), settings=CLEAN)
+    vessels = SynthesisSettings(**{**CLEAN.__dict__, "lung_vessel_fraction": (0.05, 0.05)})
+    image = synthesize_ct(gen, tissues, hull, rng=np.random.default_rng(2), settings=vessels)
+    # A flat synthetic lung has no voxel above -500 HU; real lung at 3 mm has 2-5 % (vessels).
+    assert (flat[lung] > -500).mean() == 0.0
+    assert 0.02 <= (image[lung] > -500).mean() <= 0.051  # the vessels drawn, less the faintest
+    assert np.median(image[lung]) == pytest.approx(np.median(flat[lung]), abs=15)
+    heavy = SynthesisSettings(**{**CLEAN.__dict__, "lung_gradient_hu": (80.0, 80.0)})
+    tilted = synthesize_ct(gen, tissues, hull, rng=np.random.default_rng(2), settings=heavy)
+    back, front = tilted[4:20, 6:10, 10].mean(), tilted[4:20, 30:34, 10].mean()
+    # RAS j grows anterior: the posterior (dependent) lung is denser, by about 0.6 x 80 HU.
+    assert back - front > 35
+
+
+def test_angio_phase_makes_arteries_brighter_than_any_abdominal_phase():
+    gen, tissues = _lung_map()
+    hull = hull_distance_mm(gen > 0, (3.0, 3.0, 3.0))
+    angio = SynthesisSettings(**{**CLEAN.__dict__, "phase_probabilities": (0.0, 0.0, 0.0, 1.0)})
+    aorta = [np.median(synthesize_ct(gen, tissues, hull, rng=np.random.default_rng(s), settings=angio)[gen == 52])
+             for s in range(6)]
+    low, high = TISSUES["artery"]["hu"]["angio"]
+    assert all(low - 15 <= a <= high + 15 for a in aorta) and max(aorta) > TISSUES["artery"]["hu"]["arterial"][1]
+    # Tissues without an angio range use their arterial one (a kidney enhances as in the arterial phase).
+    from medseg.training.synth import _draw_mean
+
+    assert TISSUES["kidney"]["hu"]["arterial"][0] <= _draw_mean("kidney", "angio", np.random.default_rng(0)) \
+        <= TISSUES["kidney"]["hu"]["arterial"][1]
+
+
+def test_streaks_cross_a_band_of_slices_around_a_bone():
+    gen, tissues = _lung_map()
+    hull = hull_distance_mm(gen > 0, (3.0, 3.0, 3.0))
+    plain = synthesize_ct(gen, tissues, hull, rng=np.random.default_rng(4), settings=CLEAN)
+    streaky = SynthesisSettings(**{**CLEAN.__dict__, "streak_probability": 1.0, "streak_hu": (60.0, 60.0)})
+    image = synthesize_ct(gen, tissues, hull, rng=np.random.default_rng(4), settings=streaky)
+    changed = np.abs(image - plain).max(axis=(0, 1)) > 1.0
+    assert 5 <= changed.sum() <= 25  # a band of 5-25 axial slices, not the whole volume
+    assert np.abs(image - plain).max() <= 60.0 * 6 + 1  # at most a few rays of 60 HU on top of each other
+
+
+def test_recipe_v2_settings_switch_every_new_effect_on():
+    from medseg.training.synth import SETTINGS_V2
+
+    assert SETTINGS_V2.phase_probabilities[3] > 0 and SETTINGS_V2.lung_vessel_fraction[1] > 0
+    assert SETTINGS_V2.streak_probability > 0 and SETTINGS_V2.outline_wobble < SynthesisSettings().outline_wobble
+    # The defaults keep v1's synthesis: no angio, no vessels, no streaks.
+    default = SynthesisSettings()
+    assert default.phase_probabilities[3] == 0 and default.lung_vessel_fraction == (0.0, 0.0)
+    assert default.streak_probability == 0.0

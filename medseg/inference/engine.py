@@ -24,15 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from medseg.errors import MedsegError, ModelError, option
 from medseg.device import resolve_device
+from medseg.errors import MedsegError, ModelError, option
 from medseg.inference import preprocess
 from medseg.inference.postprocess import keep_largest_components
 from medseg.inference.predictor import MAX_BATCH, Predictor, stack_inputs
 from medseg.inference.restore import LabelRestorer
 from medseg.inference.sliding import plan_windows, sliding_window_slabs
-from medseg.models import SegmentationModel, resolve_model
 from medseg.labels import LabelSet
+from medseg.models import SegmentationModel, resolve_model
 from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
 from medseg.volume import Volume
 
@@ -249,6 +249,13 @@ def segment_ensemble(volume: Volume, models: Sequence[Any], *, device: str = "au
         post = {"keep_largest_component": list(kept),
                 "removed_voxels": {first.labels.name_of(v): n for v, n in removed.items()}}
     labels = volume.with_array(label_array, modality="SEG", label_set=first.labels)
+    if not warnings:
+        # The input is what the model expects; now ask whether this scan and this result are
+        # plausible (no body, a field of view or organ volumes unlike training). Skipped when the
+        # input is already flagged: on an MR given to a CT model every check below would fire.
+        from medseg.inference.guard import guard_warnings
+
+        warnings = guard_warnings(volume, labels, first, removed_voxels=post.get("removed_voxels"))
     entropy = volume.with_array(restorer.entropy, modality="") if uncertainty else None
     t_end = time.perf_counter()
     timings = {"preprocess": t_pre - t_start, "inference": t_inf - t_pre, "backend": t_ready - t_pre,

@@ -22,12 +22,32 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["TISSUES", "PHASES", "LESION_BASE", "SynthesisSettings", "synthesize_ct",
-           "insert_lesions", "hull_distance_mm", "smooth_field"]
+from medseg.training.synth_artefacts import (
+    draw_lung,
+    draw_streaks,
+    draw_table,
+    simulate_thick_slices,
+    smooth_field,
+)
+
+__all__ = [
+    "LESION_BASE",
+    "PHASES",
+    "SETTINGS_V2",
+    "TISSUES",
+    "SynthesisSettings",
+    "hull_distance_mm",
+    "insert_lesions",
+    "smooth_field",
+    "synthesize_ct",
+]
 
 #: Contrast phases and how often each is drawn (portal venous is the usual abdominal CT).
-PHASES = ("native", "arterial", "venous")
-_PHASE_P = (0.35, 0.15, 0.5)
+#: ``angio`` is a CT angiography: arteries and the left heart far brighter than in an arterial
+#: abdominal phase (the real CTA in ``shared/data``: aortic true lumen 487 HU mean); tissues
+#: without an ``angio`` entry use their ``arterial`` range. Off by default (probability 0).
+PHASES = ("native", "arterial", "venous", "angio")
+_PHASE_P = (0.35, 0.15, 0.5, 0.0)
 
 #: tissue -> {phase: (low, high) mean HU}, texture amplitude range (HU, std of a smooth field).
 #: Ranges from the CT literature (e.g. Hounsfield values tabulated in Lamba et al.,
@@ -47,10 +67,13 @@ TISSUES: dict[str, dict] = {
     "colon": {"hu": {"*": (-150, 40)}, "texture": (15, 60), "gas": (0.05, 0.5)},
     "esophagus": {"hu": {"*": (20, 55)}, "texture": (3, 12), "gas": (0.0, 0.15)},
     "fluid": {"hu": {"*": (-5, 22)}, "texture": (1, 6)},
-    "artery": {"hu": {"native": (35, 55), "arterial": (250, 450), "venous": (130, 210)}, "texture": (2, 10)},
-    "vein": {"hu": {"native": (35, 55), "arterial": (50, 110), "venous": (120, 190)}, "texture": (2, 10)},
+    "artery": {"hu": {"native": (35, 55), "arterial": (250, 450), "venous": (130, 210), "angio": (350, 700)},
+               "texture": (2, 10)},
+    "vein": {"hu": {"native": (35, 55), "arterial": (50, 110), "venous": (120, 190), "angio": (60, 400)},
+             "texture": (2, 10)},
     "portal": {"hu": {"native": (35, 55), "arterial": (60, 130), "venous": (130, 200)}, "texture": (2, 10)},
-    "heart": {"hu": {"native": (35, 55), "arterial": (200, 400), "venous": (110, 180)}, "texture": (5, 25)},
+    "heart": {"hu": {"native": (35, 55), "arterial": (200, 400), "venous": (110, 180), "angio": (250, 650)},
+              "texture": (5, 25)},
     "bone": {"hu": {"*": (130, 420)}, "texture": (20, 80), "cortex": (450, 1200)},
     "cartilage": {"hu": {"*": (70, 220)}, "texture": (5, 40)},
     "adrenal": {"hu": {"native": (15, 40), "*": (40, 80)}, "texture": (3, 12)},
@@ -82,6 +105,15 @@ class SynthesisSettings:
     fat_layer_mm : subcutaneous fat thickness around the labelled structures (mm).
     fat_fraction : share of fat among unlabelled voxels inside the body.
     table_probability : chance of a patient table (a curved plate below the back).
+    phase_probabilities : chance of each of :data:`PHASES` (three values: no ``angio``).
+    outline_wobble : relative variation of the fat layer's thickness around the body (a real
+        body's outline is smooth: 0.35 gave v1 a star-shaped one).
+    lung_vessel_fraction : share of lung voxels drawn as vessels (a random network of thin tubes at
+        blood density); real aerated lung at 0.6-1.5 mm has 3-5 % of its voxels above -500 HU
+        (measured on the chest CTs of ``shared/data``), which a flat synthetic lung lacks.
+    lung_gradient_hu : the dependent (posterior) lung is denser by up to this much (gravity).
+    streak_probability, streak_hu : chance and amplitude of beam-hardening-like streaks: thin dark
+        and bright rays from a dense bone across a band of axial slices.
     """
 
     random_intensity_probability: float = 0.0
@@ -94,23 +126,24 @@ class SynthesisSettings:
     fat_layer_mm: tuple[float, float] = (4.0, 40.0)
     fat_fraction: tuple[float, float] = (0.25, 0.8)
     table_probability: float = 0.6
-    phase_probabilities: tuple[float, float, float] = _PHASE_P
+    phase_probabilities: tuple[float, ...] = _PHASE_P
+    outline_wobble: float = 0.35
+    lung_vessel_fraction: tuple[float, float] = (0.0, 0.0)
+    lung_gradient_hu: tuple[float, float] = (0.0, 0.0)
+    streak_probability: float = 0.0
+    streak_hu: tuple[float, float] = (10.0, 80.0)
 
 
-def smooth_field(shape: tuple[int, ...], scale_vox: float, rng: np.random.Generator) -> np.ndarray:
-    """A smooth random field with zero mean and unit std; features about ``scale_vox`` voxels.
+#: Recipe v2's synthesis (``medseg.recipes.default_v2``): CT angiographies in 15 % of the images
+#: (the real CTA's aorta at 487 HU was "bone" to the v1 model), lung vessels and gravity gradient
+#: (measured: 3-5 % of real lung voxels above -500 HU; median lung -870 to -786 HU on the chest
+#: CTs), streaks, thick slices in 40 %, SynthSeg-style random intensities in 10 %.
+SETTINGS_V2 = SynthesisSettings(
+    random_intensity_probability=0.1, thick_slice_probability=0.4, thick_slice_factor=(1.2, 2.0),
+    phase_probabilities=(0.3, 0.15, 0.4, 0.15), lung_vessel_fraction=(0.015, 0.06), lung_gradient_hu=(0.0, 80.0),
+    streak_probability=0.3, outline_wobble=0.12)
 
-    Drawn on a coarse grid and interpolated up trilinearly (torch: ~20x faster than
-    ``scipy.ndimage.zoom`` here, and the field only needs to be smooth, not exact).
-    """
-    import torch
 
-    coarse = tuple(max(2, int(np.ceil(s / max(scale_vox, 1.0))) + 1) for s in shape)
-    field = torch.from_numpy(rng.standard_normal(coarse).astype(np.float32))[None, None]
-    up = torch.nn.functional.interpolate(field, size=tuple(shape), mode="trilinear",
-                                         align_corners=True)[0, 0].numpy()
-    std = float(up.std())
-    return (up - up.mean()) / (std if std > 1e-6 else 1.0)
 
 
 def hull_distance_mm(labelled: np.ndarray, spacing_mm, *, max_mm: float = 80.0) -> np.ndarray:
@@ -135,8 +168,16 @@ def hull_distance_mm(labelled: np.ndarray, spacing_mm, *, max_mm: float = 80.0) 
 
 def _draw_mean(tissue: str, phase: str, rng: np.random.Generator) -> float:
     table = TISSUES.get(tissue, TISSUES["soft"])["hu"]
-    low, high = table.get(phase, table.get("*", (20.0, 60.0)))
+    fallback = table.get("arterial") if phase == "angio" else None
+    low, high = table.get(phase) or fallback or table.get("*", (20.0, 60.0))
     return float(rng.uniform(low, high))
+
+
+def _draw_phase(settings: SynthesisSettings, rng: np.random.Generator) -> str:
+    p = np.zeros(len(PHASES))
+    given = np.asarray(settings.phase_probabilities, dtype=np.float64)[: len(PHASES)]
+    p[: len(given)] = given
+    return str(rng.choice(PHASES, p=p / p.sum()))
 
 
 def synthesize_ct(
@@ -168,7 +209,7 @@ def synthesize_ct(
     """
     shape = gen.shape
     random_mode = rng.random() < settings.random_intensity_probability
-    phase = str(rng.choice(PHASES, p=np.asarray(settings.phase_probabilities) / sum(settings.phase_probabilities)))
+    phase = _draw_phase(settings, rng)
 
     def mean_for(tissue: str) -> float:
         if random_mode:
@@ -180,7 +221,8 @@ def synthesize_ct(
 
     # Outside the body: air; then subcutaneous fat and a skin line at a wobbly distance.
     image[...] = mean_for("airway") if random_mode else rng.uniform(-1010, -990)
-    thickness = rng.uniform(*settings.fat_layer_mm) * (1.0 + 0.35 * np.clip(smooth_field(shape, 12.0, rng), -2, 2))
+    thickness = rng.uniform(*settings.fat_layer_mm) * (
+        1.0 + settings.outline_wobble * np.clip(smooth_field(shape, 12.0, rng), -2, 2))
     body = hull_mm <= np.maximum(thickness, 2.0)
     skin = body & ~ndimage.binary_erosion(body, iterations=1, border_value=1)
     image[body] = mean_for("fat")
@@ -189,7 +231,7 @@ def synthesize_ct(
     image[wall] = mean_for("muscle")
     image[skin] = mean_for("soft")
     if not random_mode and rng.random() < settings.table_probability:
-        _draw_table(image, body, rng)
+        draw_table(image, body, rng)
     # Unlabelled voxels inside the core: mesenteric/retroperitoneal fat mixed with soft tissue.
     core = (hull_mm <= 0.0) & (gen == 0)
     if core.any():
@@ -244,14 +286,19 @@ def synthesize_ct(
                 rim = mask & ~ndimage.binary_erosion(mask, iterations=1, border_value=1)
                 image[rim] = rng.uniform(*spec["cortex"])
     image += amplitude * texture
+    lung_effects = max(settings.lung_vessel_fraction[1], settings.lung_gradient_hu[1]) > 0
+    if not random_mode and by_tissue.get("lung") and lung_effects:
+        draw_lung(image, np.isin(gen, by_tissue["lung"]), mean_for("vein"), settings, rng)
 
-    # Scanner: partial-volume blur, thick slices, bias, correlated noise.
+    # Scanner: partial-volume blur, thick slices, streaks, bias, correlated noise.
     sigma = [rng.uniform(*settings.blur_voxels) for _ in range(3)]
     image = ndimage.gaussian_filter(image, sigma=sigma, mode="nearest")
+    if not random_mode and by_tissue.get("bone") and rng.random() < settings.streak_probability:
+        draw_streaks(image, np.isin(gen, by_tissue["bone"]), settings, rng)
     if rng.random() < settings.thick_slice_probability:
         axis = int(rng.integers(3)) if rng.random() < 0.3 else 2
         factor = rng.uniform(*settings.thick_slice_factor)
-        image = _simulate_thick_slices(image, axis, factor)
+        image = simulate_thick_slices(image, axis, factor)
     bias = rng.uniform(*settings.bias_hu)
     if bias > 0:
         image += bias * smooth_field(shape, max(shape) / 2.0, rng)
@@ -262,42 +309,6 @@ def synthesize_ct(
     image += noise
     del spacing_mm  # the outline is already in mm through hull_mm
     return np.clip(image, -1024.0, 3071.0).astype(np.float32)
-
-
-def _draw_table(image: np.ndarray, body: np.ndarray, rng: np.random.Generator) -> None:
-    """A CT couch: a thin curved plate a little posterior to the body (``j`` = anterior)."""
-    rows = np.flatnonzero(body.any(axis=(0, 2)))
-    cols = np.flatnonzero(body.any(axis=(1, 2)))
-    if rows.size == 0:
-        return
-    top = int(rows[0]) - int(rng.integers(0, 4))
-    thick = int(rng.integers(1, 4))
-    centre = 0.5 * (cols[0] + cols[-1])
-    i = np.arange(image.shape[0], dtype=np.float64)
-    surface = top - np.round(rng.uniform(0.0, 0.006) * (i - centre) ** 2).astype(int)
-    j = np.arange(image.shape[1])[None, :]
-    plate = (j <= surface[:, None]) & (j > surface[:, None] - thick)
-    if not plate.any():
-        return
-    plate3 = np.broadcast_to(plate[:, :, None], image.shape) & ~body
-    image[plate3] = rng.uniform(-400.0, 300.0)
-
-
-def _simulate_thick_slices(image: np.ndarray, axis: int, factor: float) -> np.ndarray:
-    """Average over ``factor`` voxels along ``axis``, sample coarsely, interpolate back."""
-    sigma = [0.0, 0.0, 0.0]
-    sigma[axis] = factor / 2.355  # FWHM of the slice profile = slice thickness
-    blurred = ndimage.gaussian_filter(image, sigma=sigma, mode="nearest")
-    zoom = [1.0, 1.0, 1.0]
-    zoom[axis] = 1.0 / factor
-    coarse = ndimage.zoom(blurred, zoom, order=1, mode="nearest", grid_mode=True)
-    back = [s / c for s, c in zip(image.shape, coarse.shape)]
-    up = ndimage.zoom(coarse, back, order=1, mode="nearest", grid_mode=True)
-    out = np.empty_like(image)
-    fit = tuple(slice(0, min(a, b)) for a, b in zip(image.shape, up.shape))
-    out[...] = image  # border voxels lost by rounding keep the blurred-only value
-    out[fit] = up[fit]
-    return out
 
 
 def insert_lesions(
