@@ -357,7 +357,8 @@ def _write(case: CaseResult, output: Path, source: Any, *, plots: bool, save_ima
     inputs = () if isinstance(source, Volume) else (os.fspath(source),)
     return write_case(output, labels=case.labels, provenance=provenance, kind="proposal",
                       lesions=case.lesions, lesion_table=case.lesion_table,
-                      image=case.image if save_image else None, uncertainty=case.uncertainty, plots=plots,
+                      image=case.image if save_image else None, background=case.image,
+                      uncertainty=case.uncertainty, plots=plots,
                       command=command, inputs=inputs, allow_replacing_corrections=allow_replacing_corrections,
                       exports={name: (lambda path, w=w: w(case, path)) for name, w in (exports or {}).items()})
 

@@ -168,3 +168,39 @@ def test_case_module_imports_no_torch():
             "print(sorted(m for m in ('torch', 'monai', 'qtpy', 'PySide6') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_montage_shows_the_image_even_when_it_is_not_stored(tmp_path):
+    """``background=`` gives the plots the CT without storing it; plots come out of their thread
+    into the manifest like every other file."""
+    import matplotlib.image as mpimg
+
+    labels = _labels()
+    found, table = _lesion_table(labels)
+    ramp = np.add.outer(np.add.outer(np.arange(20) * 40, np.arange(18) * 13), np.arange(12)).astype(np.int16)
+    ct = labels.with_array(ramp - 400, modality="CT")
+    for name, kwargs in (("bare", {}), ("ct", {"background": ct})):
+        write_case(tmp_path / name, labels=labels, provenance={}, lesions=found, lesion_table=table, plots=True,
+                   **kwargs)
+    bare, drawn = (mpimg.imread(tmp_path / n / "lesions" / "lesion_montage.png") for n in ("bare", "ct"))
+    # Without an image the tile is a grey lesion on black; with the CT its ramp fills the tile.
+    black = {n: float((img[..., :3].max(axis=2) < 0.02).mean()) for n, img in (("bare", bare), ("ct", drawn))}
+    assert black["ct"] < 0.5 * black["bare"], black
+    case = read_case(tmp_path / "ct", verify=True)
+    assert {"lesions/lesion_montage.png", "lesions/lesion_sizes.png"} <= set(case.manifest["files"])
+    assert "image.nii.gz" not in case.manifest["files"]
+
+
+def test_a_failing_plot_publishes_nothing(tmp_path, monkeypatch):
+    import medseg.report
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setattr(medseg.report, "plot_lesion_montage", broken)
+    labels = _labels()
+    found, table = _lesion_table(labels)
+    with pytest.raises(RuntimeError, match="plot failed"):
+        write_case(tmp_path / "case", labels=labels, provenance={}, lesions=found, lesion_table=table, plots=True)
+    assert not (tmp_path / "case").exists() or not any((tmp_path / "case").iterdir())
+    assert [p.name for p in tmp_path.iterdir() if p.name != "case"] == []
