@@ -35,7 +35,7 @@ from napari_plugin._geometry import layer_geometry
 from napari_plugin._layers import layer_info
 from napari_plugin._notify import notify_error, notify_info, notify_warning
 from napari_plugin._widgets._lesion_operations import LesionOperations
-from napari_plugin._widgets._viewer import unwrap
+from napari_plugin._widgets._viewer import unwrap, wrap_text
 
 if TYPE_CHECKING:
     import napari.viewer
@@ -96,8 +96,8 @@ class CorrectWidget(LesionOperations, Container):
             row("seeds", "cut", "split"), self.merge_ids, row("merge", "delete"), row("new_lesion", "renumber"),
             row("undo", "redo"), self.recovery_row, self.training_folder, buttons["train"], self.status, self.keys],
             labels=True)
-        for label in (self.keys, self.status, self.recovery_info):
-            label.native.setWordWrap(True)
+        for label, lines in ((self.keys, 6), (self.status, 3), (self.recovery_info, 2)):
+            wrap_text(label, lines)
         self.preview_row.visible = False
         self.recovery_row.visible = False
         for name, button in buttons.items():

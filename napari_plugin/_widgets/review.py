@@ -18,7 +18,7 @@ from medseg.errors import InputError, MedsegError
 from napari_plugin._corrections import ScanSession, current_slice, session_for
 from napari_plugin._layers import layer_info
 from napari_plugin._notify import notify_error, notify_info
-from napari_plugin._widgets._viewer import unwrap
+from napari_plugin._widgets._viewer import unwrap, wrap_text
 
 if TYPE_CHECKING:
     import napari.viewer
@@ -53,8 +53,8 @@ class ReviewWidget(Container):
                 for a, b in (("mark_slice", "next_slice"), ("mark_lesion", "next_lesion"))]
         super().__init__(widgets=[self.layer_choice, self.coverage, self.this_slice, rows[0], self.lesions_left, rows[1],
                                   self.keys], labels=True)
-        for label in (self.keys, self.coverage, self.lesions_left):
-            label.native.setWordWrap(True)
+        for label, lines in ((self.keys, 4), (self.coverage, 2), (self.lesions_left, 3)):
+            wrap_text(label, lines)
         for name, button in self.buttons.items():
             button.changed.connect(lambda *_, n=name: getattr(self, n)())
         self.layer_choice.changed.connect(lambda *_: self.refresh())
