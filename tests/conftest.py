@@ -446,3 +446,18 @@ def write_phantom_ct_pairs(out: Path, classes: dict[int, int], names: dict[int, 
         labels[organs == value] = new
     return write_ct_pairs(np.asarray(ct.dataobj), labels, ct.affine, out, names, slabs,
                           i0=i0, j0=j0, size_ij=size_ij, depth=depth)
+
+
+@pytest.fixture
+def notes():
+    """napari notifications shown during the test: list of (severity, message) (GUI tests)."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[str, str]] = []
+
+    def collect(notification):
+        seen.append((str(notification.severity), str(notification.message)))
+
+    notification_manager.notification_ready.connect(collect)
+    yield seen
+    notification_manager.notification_ready.disconnect(collect)

@@ -23,21 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 PHANTOM = REPO / "sample_data" / "phantom"
 
 
-@pytest.fixture
-def notes():
-    """Notifications shown during the test: list of (severity, message)."""
-    from napari.utils.notifications import notification_manager
-
-    seen: list[tuple[str, str]] = []
-
-    def collect(notification):
-        seen.append((str(notification.severity), str(notification.message)))
-
-    notification_manager.notification_ready.connect(collect)
-    yield seen
-    notification_manager.notification_ready.disconnect(collect)
-
-
 @pytest.fixture(autouse=True)
 def recovery_dir(tmp_path, monkeypatch):
     """Recovery files of scans without a case go here, not into ~/.cache."""

@@ -25,20 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 PHANTOM = REPO / "sample_data" / "phantom"
 
 
-@pytest.fixture
-def notes():
-    from napari.utils.notifications import notification_manager
-
-    seen: list[tuple[str, str]] = []
-
-    def collect(notification):
-        seen.append((str(notification.severity), str(notification.message)))
-
-    notification_manager.notification_ready.connect(collect)
-    yield seen
-    notification_manager.notification_ready.disconnect(collect)
-
-
 def _volume(layer):
     return layer_info(layer).geometry.to_volume(layer.data)
 

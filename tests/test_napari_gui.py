@@ -29,21 +29,6 @@ PHANTOM = REPO / "sample_data" / "phantom"
 DOCS_IMG = REPO / "docs" / "img"
 
 
-@pytest.fixture
-def notes():
-    """Notifications shown during the test: list of (severity, message)."""
-    from napari.utils.notifications import notification_manager
-
-    seen: list[tuple[str, str]] = []
-
-    def collect(notification):
-        seen.append((str(notification.severity), str(notification.message)))
-
-    notification_manager.notification_ready.connect(collect)
-    yield seen
-    notification_manager.notification_ready.disconnect(collect)
-
-
 def _process(qtbot, ms: int = 50) -> None:
     qtbot.wait(ms)
 

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from medseg.training.heldout import json_default
+
 __all__ = ["CORE_ORGANS", "LESION_MIN_MM3", "false_lesion_components", "liver_above_lungs_ml",
            "evaluate_model", "main"]
 
@@ -197,7 +199,7 @@ def evaluate_model(model: str, output: str | Path, *, shared_data=None, device: 
             ((n, r["dice"]) for n, r in e["classes"].items()) if n in CORE_ORGANS and e["classes"][n]["ref_ml"] > 0]
     summary["mean_dice_core_all_instances"] = _mean(core)
     summary["core_instances"] = len(core)
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=_json) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=json_default) + "\n")
     from medseg.recipes.report import markdown_report
 
     write_text_atomic(out / "heldout.md", markdown_report(summary, resolved.labels))
@@ -205,12 +207,6 @@ def evaluate_model(model: str, output: str | Path, *, shared_data=None, device: 
     return summary
 
 
-def _json(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def main(argv: list[str] | None = None) -> int:

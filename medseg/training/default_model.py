@@ -46,12 +46,9 @@ PHANTOM_SEEDS_STAGE3 = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
 def _shared_data(path: str | os.PathLike | None) -> Path:
-    if path:
-        return Path(path)
-    env = os.environ.get("MEDSEG_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+    from medseg.recipes.cases import shared_data_root
+
+    return shared_data_root(path)
 
 
 def label_sources(shared_data: str | os.PathLike | None = None):

@@ -127,10 +127,10 @@ def evaluate_heldout(model: str, output: str | Path, *, shared_data: str | Path 
             entry["lesion_detection"] = {"f1": d.f1, "precision": d.precision, "recall": d.recall, "pq": d.pq,
                                          "tp": d.tp, "fp": d.fp, "fn": d.fn}
         summary["cases"][case["name"]] = entry
-        write_text_atomic(folder / "report.json", json.dumps(entry, indent=2, default=_json) + "\n")
+        write_text_atomic(folder / "report.json", json.dumps(entry, indent=2, default=json_default) + "\n")
         log(f"{case['name']}: mean Dice {entry['mean_dice_present']:.3f} over classes in the reference "
             f"({seconds:.1f} s to segment)")
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=_json) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=json_default) + "\n")
     write_text_atomic(out / "heldout.md", markdown_table(summary, labels))
     return summary
 
@@ -156,7 +156,8 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def _json(value):
+def json_default(value):
+    """``json.dumps(default=...)`` for numpy scalars and NaN (written as null)."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if hasattr(value, "item"):
