@@ -25,7 +25,7 @@ import numpy as np
 
 from medseg.errors import InputError, option
 from medseg.progress import CancelToken, ProgressCallback, check_cancel, report
-from medseg.volume import Volume
+from medseg.volume import Volume, value_counts
 
 __all__ = ["LesionOptions", "CaseResult", "run_case", "STAGES", "summary_lines", "stage_seconds"]
 
@@ -98,7 +98,7 @@ class CaseResult:
 
     def organ_volumes_ml(self) -> dict[str, float]:
         """Class name -> volume in mL of every class present (background and lesions excluded)."""
-        counts = np.bincount(self.labels.array.ravel(order="K"))
+        counts = value_counts(self.labels.array)
         label_set = self.labels.label_set
         lesion_values = set(label_set.lesion_values()) if label_set is not None else set()
         voxel_ml = self.labels.voxel_volume_ml

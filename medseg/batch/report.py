@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from medseg.volume import value_counts
+
 __all__ = ["COHORT_FILES", "case_summary", "cohort_records", "write_cohort_report"]
 
 COHORT_FILES = {"csv": "cohort.csv", "organ_volumes": "cohort_organ_volumes.png",
@@ -81,7 +83,7 @@ def case_summary(case) -> dict[str, Any]:
     """The cohort numbers of a case folder as it is now (a person's corrections included):
     organ volumes from its labels, lesions from its lesion table."""
     labels = case.labels
-    counts = np.bincount(labels.array.ravel())
+    counts = value_counts(labels.array)
     label_set = labels.label_set
     lesion_values = set(label_set.lesion_values())
     volumes = {label_set.name_of(v) if v in label_set.values else str(v): float(n * labels.voxel_volume_ml)

@@ -27,7 +27,7 @@ import numpy as np
 from medseg.corrections._delta import Correction, Delta, now_utc_ms
 from medseg.corrections.slices import slice_axis_of
 from medseg.errors import InputError
-from medseg.volume import Volume
+from medseg.volume import Volume, value_counts
 
 __all__ = ["delete_lesion", "lesion_bbox", "merge_lesions", "new_lesion_id", "renumber_lesions", "split_lesion"]
 
@@ -36,7 +36,7 @@ _AXES = "ijk"
 
 def _ids(array: np.ndarray) -> np.ndarray:
     if array.dtype.kind in "bu" and array.dtype.itemsize <= 2:
-        present = np.flatnonzero(np.bincount(array.ravel(order="K")))
+        present = np.flatnonzero(value_counts(array))
     else:
         present = np.unique(array)
     return present[present != 0]
