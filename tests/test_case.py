@@ -165,7 +165,7 @@ def test_labels_without_names_or_off_grid_are_refused(tmp_path):
 
 def test_case_module_imports_no_torch():
     code = ("import sys, medseg.case, medseg.labels, medseg.io; "
-            "print(sorted(m for m in ('torch', 'monai', 'qtpy', 'PySide6') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'monai', 'qtpy', 'PyQt6', 'PySide6') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
