@@ -92,6 +92,14 @@ def test_each_backend_gives_torchs_labels_on_the_phantom(phantom_runs):
 
 
 @pytest.mark.slow
+def test_openvino_runs_one_window_at_a_time_and_torch_in_batches(phantom_runs):
+    """OpenVINO is as fast or faster one window per call and holds far less (engine comment)."""
+    assert phantom_runs["openvino"].provenance["sw_batch_size"] == 1
+    assert phantom_runs["torch"].provenance["sw_batch_size"] > 1
+    assert phantom_runs["onnxruntime"].provenance["sw_batch_size"] > 1
+
+
+@pytest.mark.slow
 def test_auto_measures_once_then_reuses_its_choice(phantom_runs):
     first, second = phantom_runs["auto"].provenance["backend"], phantom_runs["auto-cached"].provenance["backend"]
     assert first["how"].startswith("measured fastest") and "cached" not in first["how"]
