@@ -159,7 +159,7 @@ class Predictor:
         began = time.perf_counter()
         for candidate in list(sel.candidates):
             try:
-                self._run(candidate, chunk, mirrors=((),))  # warm-up
+                self._as_it_would_run(candidate, chunk)  # warm-up
             except _RUN_ERRORS as exc:
                 if candidate.is_torch:
                     raise
@@ -167,7 +167,7 @@ class Predictor:
         for order in (sel.candidates, sel.candidates[::-1]):
             for candidate in list(order):
                 start = time.perf_counter()
-                out, _ = self._run(candidate, chunk, mirrors=((),))
+                out = self._as_it_would_run(candidate, chunk)
                 took = (time.perf_counter() - start) / n
                 if took < seconds.get(candidate.name, float("inf")):
                     seconds[candidate.name] = took
@@ -176,6 +176,15 @@ class Predictor:
         sel.choose(best, seconds, calibration_seconds=time.perf_counter() - began)
         self.decisions.update(backend=best, seconds_per_window={k: round(v, 4) for k, v in seconds.items()})
         return best_out[best] if len(self.mirrors) == 1 and best in best_out else self._run(sel.active, chunk)[0]
+
+    def _as_it_would_run(self, candidate, chunk):
+        """``candidate``'s logits for ``chunk``, windows grouped as the engine would run it once
+        chosen: OpenVINO one window per call on the CPU (see ``segment_ensemble``), others whole."""
+        import torch
+
+        if candidate.backend == "openvino" and self.device.type == "cpu" and chunk.shape[0] > 1:
+            return torch.cat([self._run(candidate, chunk[i:i + 1], mirrors=((),))[0] for i in range(chunk.shape[0])])
+        return self._run(candidate, chunk, mirrors=((),))[0]
 
     def _trial(self, chunk):
         """Torch's layouts, each timed on one chunk of real work; the faster is kept."""
