@@ -324,3 +324,27 @@ def test_sigkill_at_the_worst_moments_then_resume(cohort, model_folder, tmp_path
     assert done == dict.fromkeys(rows, 1)
     assert [a["outcome"] for a in _attempts(out) if a["case_id"] == "p2_series"] == ["done"]  # recorded late
     assert [a["outcome"] for a in _attempts(out) if a["case_id"] == "real_ct_sm"] == ["interrupted", "done"]
+
+
+def test_a_swallowed_sigterm_still_stops_the_batch_and_ends_test_holds(monkeypatch):
+    """SIGTERM during ``import openvino`` is dropped by its extension's initialisation (seen: the
+    batch then ran on); the handler's flag makes the next batch event raise, and ends holds."""
+    from medseg.batch.run import BatchEvent
+    from medseg.cli._signals import REQUESTED, Terminated, on_sigterm
+    from medseg.cli.batch import _Display
+    from medseg.progress import hold_for_tests
+
+    display = _Display(quiet=True)
+    display(BatchEvent("started", "a", "a: started", {}))  # no request: nothing happens
+    try:
+        with pytest.raises(Terminated):
+            on_sigterm(signal.SIGTERM, None)  # the exception a library may swallow
+        with pytest.raises(Terminated):
+            display(BatchEvent("started", "b", "b: started", {}))
+        monkeypatch.setenv("MEDSEG_TEST_HOLD", "batch-record")
+        monkeypatch.setenv("MEDSEG_TEST_HOLD_SECONDS", "600")
+        started = time.monotonic()
+        hold_for_tests("batch-record")
+        assert time.monotonic() - started < 5.0
+    finally:
+        REQUESTED.clear()

@@ -6,7 +6,14 @@ module is ``__main__``, and a class defined there would not be the one other mod
 
 from __future__ import annotations
 
-__all__ = ["Terminated", "on_sigterm"]
+from medseg.progress import STOP_REQUESTED as REQUESTED
+
+__all__ = ["Terminated", "on_sigterm", "raise_if_requested", "REQUESTED"]
+
+# REQUESTED is set by the handler. An extension module that swallows the exception (SIGTERM
+# during ``import openvino``, whose pybind11 initialisation drops it: seen at a batch's start)
+# cannot make medseg forget that it was asked to stop; long commands call
+# :func:`raise_if_requested` at their checkpoints.
 
 
 class Terminated(BaseException):
@@ -15,4 +22,11 @@ class Terminated(BaseException):
 
 
 def on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised in a subprocess test
+    REQUESTED.set()
     raise Terminated()
+
+
+def raise_if_requested() -> None:
+    """Raise :class:`Terminated` if SIGTERM came, even if its first exception was swallowed."""
+    if REQUESTED.is_set():
+        raise Terminated()

@@ -58,6 +58,9 @@ class _Display:
         self.bar = None
 
     def __call__(self, event) -> None:
+        from medseg.cli._signals import raise_if_requested
+
+        raise_if_requested()  # every event is a checkpoint: a swallowed SIGTERM still stops the batch
         if self.quiet:
             return
         if event.kind == "note":
