@@ -205,7 +205,8 @@ def redo(layer: Any) -> None:
 
 
 def apply_labels_edit(layer: Any, indices: tuple[np.ndarray, ...], values: Any) -> int:
-    """Set ``layer.data[indices] = values`` as ONE undoable step of napari's history.
+    """Write ``values`` at ``indices`` of the layer through napari's ``data_setitem``, inside
+    ``block_history()``, so the whole edit is ONE undoable step of napari's history.
 
     Parameters
     ----------

@@ -48,17 +48,8 @@ def torch_network(model: Any) -> Any:
     if model.network is not None:
         return model.network
     ensure = getattr(model, "ensure_network", None)
-    if ensure is not None:  # models resolved with lazy=True know how to build themselves
+    if ensure is not None:  # SegmentationModel builds it from its folder (and checks the weights)
         return ensure()
-    if model.source == "medseg-model" and model.path:
-        from medseg.models.store import load_model
-
-        loaded = load_model(model.path)
-        if model.weights_sha256 and loaded.weights_sha256 != model.weights_sha256:
-            raise ModelError(model.path, "the weights changed on disk while the model was in use",
-                             "load the model again")
-        model.network = loaded.network
-        return model.network
     raise ModelError(model.path or model.name, "has no network in memory and none can be built from a folder",
                      "give a model folder or a loaded model")
 
